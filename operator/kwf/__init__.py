@@ -1,0 +1,3 @@
+"""kwf: workflows on Kubernetes, one pod per step, shared state in status."""
+
+__version__ = "0.1.0"
