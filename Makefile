@@ -31,3 +31,42 @@ uv.lock: pyproject.toml | $(UV)
 .PHONY: lock
 lock: $(UV) ## update uv.lock from pyproject.toml
 	$(UV) lock
+
+# ------------------------------------------------------------------ checks
+.PHONY: lint
+lint: install ## ruff, ruff format, mypy --strict, import-linter
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy operator/kwf
+	$(VENV)/bin/lint-imports
+
+.PHONY: format
+format: install ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+.PHONY: unit
+unit: install ## unit tests: pure code, no cluster
+	$(VENV)/bin/pytest tests/unit -q
+
+.PHONY: cluster-test
+cluster-test: install ## tests against a real kube-apiserver + etcd (started if not running)
+	$(VENV)/bin/pytest tests/cluster -q
+
+.PHONY: e2e-test
+e2e-test: install ## real pods on the local node: step pods, the operator, helm install
+	$(VENV)/bin/pytest tests/e2e -q
+
+# `make test` is what CI runs (.ci/run): every phase, each timed.
+.PHONY: test
+test: ## install everything the tests need and run them all
+	@rm -f .phases.log
+	@export PHASE_LOG=$(CURDIR)/.phases.log; \
+	hack/phase install $(MAKE) --no-print-directory install && \
+	hack/phase lint $(MAKE) --no-print-directory lint && \
+	hack/phase unit $(MAKE) --no-print-directory unit && \
+	hack/phase images $(MAKE) --no-print-directory images && \
+	hack/phase cluster-up $(MAKE) --no-print-directory cluster-up && \
+	hack/phase cluster-tests $(MAKE) --no-print-directory cluster-test && \
+	hack/phase e2e $(MAKE) --no-print-directory e2e-test; \
+	rc=$$?; echo "==> phases:"; cat .phases.log; exit $$rc
