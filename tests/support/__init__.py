@@ -1,0 +1,1 @@
+"""What tests of several tiers share: the documented result of every example."""
