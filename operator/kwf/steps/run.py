@@ -6,16 +6,18 @@ import asyncio
 import dataclasses
 import os
 from collections.abc import Mapping
-
-import httpx2
+from typing import TYPE_CHECKING
 
 from kwf.api import SecretKeyRef, Step
 from kwf.engine.types import Inputs, Limits, Result
 from kwf.steps.container import run_container
 from kwf.steps.contract import DEFAULT_LIMITS, ENV_LLM_API_KEY, StepError
-from kwf.steps.http import CircuitBreakers, run_http
-from kwf.steps.llm import run_llm
 from kwf.steps.script import run_script
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from kwf.steps.http import CircuitBreakers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,9 +78,15 @@ async def run_step(
             allow_local=allow_container_local,
             echo=echo,
         )
+    # Imported on first use: openai alone takes seconds to import, which a
+    # script step's pod should not pay.
     if step.http is not None:
+        from kwf.steps.http import run_http
+
         call = run_http(step.http, client=http_client, breakers=breakers)
     elif step.llm is not None:
+        from kwf.steps.llm import run_llm
+
         call = run_llm(step.llm, env=env)
     else:
         raise StepError(f"step {step.name!r} has no type")
