@@ -88,7 +88,7 @@ async def test_stop_kills_the_running_process(tmp_path: Path) -> None:
     source = f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 600"
     await executor.launch(Launch(step(script={"language": "shell", "source": source}), 1, INPUTS))
     async with asyncio.timeout(30):
-        while not pid_file.exists():
+        while not pid_file.exists():  # noqa: ASYNC110 - a file another process writes
             await asyncio.sleep(0.02)
     pid = int(pid_file.read_text())
     await executor.stop(Stop("s", 1, "the run was cancelled"))
