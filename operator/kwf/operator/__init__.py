@@ -1,0 +1,1 @@
+"""The kwf operator: kopf for the runs, own watches for their children, one reconcile per run."""

@@ -1,0 +1,89 @@
+"""The operator process: kopf watches the runs, our own watches follow their
+children, one controller reconciles. Shuts down cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import kopf
+
+from kwf.api import GROUP, VERSION
+from kwf.engine.types import Limits
+from kwf.k8s.api import Client, load_config
+from kwf.k8s.manifests import PodOptions
+from kwf.operator import metrics
+from kwf.operator.controller import Controller, Settings
+from kwf.operator.watch import Watches
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    namespaces: Sequence[str] = ()  # empty: every namespace
+    kubeconfig: str | None = None
+    runner_image: str = "kwf.local/runner:dev"
+    metrics_port: int | None = None
+    liveness_port: int | None = None
+    inline: bool = False
+    limits: Limits = dataclasses.field(default_factory=Limits)
+
+
+def registry_for(controller: Controller) -> kopf.OperatorRegistry:
+    """kopf's part: every event of a run (create, change, resume, delete) lands in
+    the same queue. The handler only records the body; it never blocks."""
+    registry = kopf.OperatorRegistry()
+
+    @kopf.on.event(GROUP, VERSION, "jobs", registry=registry)  # type: ignore[arg-type]
+    def run_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+        raw = dict(body)
+        controller.run_changed(raw, deleted=event.get("type") == "DELETED")
+
+    return registry
+
+
+def settings() -> kopf.OperatorSettings:
+    s = kopf.OperatorSettings()
+    s.peering.standalone = True
+    s.posting.enabled = False  # our own Events say what happened, in the user's words
+    s.persistence.finalizer = f"{GROUP}/kopf"
+    s.watching.server_timeout = 300
+    s.watching.client_timeout = 330
+    return s
+
+
+async def run(options: Options, stop: asyncio.Event | None = None) -> None:
+    if options.kubeconfig:
+        # kopf reads the same kubeconfig for its own connection.
+        os.environ["KUBECONFIG"] = options.kubeconfig
+    config = await asyncio.to_thread(load_config, options.kubeconfig)
+    if options.metrics_port is not None:
+        metrics.serve(options.metrics_port)
+    pod = PodOptions(runner_image=options.runner_image)
+    stop = stop or asyncio.Event()
+    async with Client(config) as api:
+        controller = Controller(api, Settings(pod=pod, limits=options.limits))
+        watches = Watches(api, controller, list(options.namespaces) or None)
+        watching = asyncio.create_task(watches.start(), name="child watches")
+        liveness = f"http://0.0.0.0:{options.liveness_port}/healthz" if options.liveness_port else None
+        try:
+            await kopf.operator(
+                registry=registry_for(controller),
+                settings=settings(),
+                clusterwide=not options.namespaces,
+                namespaces=list(options.namespaces),
+                liveness_endpoint=liveness,
+                stop_flag=stop,
+                standalone=True,
+            )
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
+            await controller.queue.close()
+            await watches.stop()
+            await controller.events.drain()

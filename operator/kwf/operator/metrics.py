@@ -1,0 +1,43 @@
+"""Prometheus metrics of the operator. Labels stay low-cardinality: never a run's
+or a step's name, only results, phases and LLM model names."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RUNS_FINISHED = Counter("kwf_runs_finished", "Runs that finished, by phase", ["phase"], registry=REGISTRY)
+RUNS_ACTIVE = Gauge("kwf_runs_active", "Runs known and not finished", registry=REGISTRY)
+STEPS_FINISHED = Counter(
+    "kwf_step_attempts_finished", "Step attempts that finished, by result", ["result"], registry=REGISTRY
+)
+STEPS_LAUNCHED = Counter("kwf_step_attempts_launched", "Child Jobs created", registry=REGISTRY)
+STEP_DURATION = Histogram(
+    "kwf_step_attempt_duration_seconds",
+    "From a step attempt's start to its end",
+    ["result"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600),
+    registry=REGISTRY,
+)
+SCHEDULE_LATENCY = Histogram(
+    "kwf_schedule_latency_seconds",
+    "From the event that made a step ready to its child Job being created",
+    buckets=(0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "kwf_reconcile_duration_seconds",
+    "One reconcile of a run, API calls included",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+    registry=REGISTRY,
+)
+STATUS_CONFLICTS = Counter(
+    "kwf_status_conflicts", "Status writes refused because the run changed meanwhile", registry=REGISTRY
+)
+LLM_TOKENS = Counter("kwf_llm_tokens", "LLM tokens used by steps", ["model", "kind"], registry=REGISTRY)
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on ``port`` from a thread of prometheus_client's own."""
+    start_http_server(port, registry=REGISTRY)
