@@ -321,6 +321,9 @@ class StepStatus(StatusModel):
     phase: StepPhase = StepPhase.PENDING
     attempts: int = Field(default=0, ge=0, description="attempts started, infrastructure retries excluded")
     infra_retries: int = Field(default=0, ge=0, description="attempts lost to the infrastructure")
+    last_attempt: int = Field(
+        default=0, ge=0, description="the number of the latest launch; numbers are never reused"
+    )
     started_at: datetime | None = None
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = None
@@ -370,6 +373,11 @@ class JobStatus(StatusModel):
     )
     usage: dict[str, TokenUsage] = Field(default_factory=dict, description="LLM tokens by model")
     workflow: WorkflowSnapshot | None = None
+    added_steps: list[dict[str, JSON]] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="steps that steps returned; they joined the run's graph",
+    )
     rerun: str | None = Field(default=None, description="the id of the last rerun request carried out")
 
 
