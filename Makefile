@@ -45,6 +45,10 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+.PHONY: crds
+crds: install ## regenerate crds/ from the models in operator/kwf/api
+	$(PY) -m kwf.api.crd crds/
+
 .PHONY: unit
 unit: install ## unit tests: pure code, no cluster
 	$(VENV)/bin/pytest tests/unit -q
