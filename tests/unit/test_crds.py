@@ -25,6 +25,7 @@ FREE_FORM = {
         "status.sharedState",
         "status.outputs",
         "status.workflow.steps[]",
+        "status.addedSteps[]",
     },
     "workflows": {
         "spec.params",
