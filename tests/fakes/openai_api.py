@@ -7,7 +7,8 @@ maps a substring of the last user message to an exact answer, which is how a
 test gets a non-JSON answer in JSON mode. Tokens are counted as words.
 
 With ``api_key`` set, requests without ``Authorization: Bearer <api_key>``
-get 401, as OpenAI answers them. Every request is recorded with its headers,
+get 401, as OpenAI answers them (with ``quote_key``, quoting the key they
+presented). Every request is recorded with its headers,
 so a test can check that the key arrived (and then that it appears nowhere
 else).
 """
@@ -34,11 +35,13 @@ class FakeOpenAI(FakeServer):
         *,
         api_key: str | None = None,
         replies: Mapping[str, str] | None = None,
+        quote_key: bool = False,
         advertise: str | None = None,
     ) -> None:
         super().__init__(host, port, advertise=advertise)
         self.api_key = api_key
         self.replies = dict(replies or {})
+        self.quote_key = quote_key
         self._failures: list[Reply] = []
         self._ids = itertools.count(1)
 
@@ -60,12 +63,15 @@ class FakeOpenAI(FakeServer):
             return [r.json() for r in self.requests if r.path.startswith("/v1/chat/completions")]
 
     def handle(self, request: Request) -> Reply:
-        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
+        presented = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if self.api_key is not None and presented != self.api_key:
+            # Some endpoints quote the refused key in full; quote_key plays one of them.
+            quoted = f": {presented}" if self.quote_key else ""
             return Reply(
                 401,
                 {
                     "error": {
-                        "message": "Incorrect API key provided.",
+                        "message": f"Incorrect API key provided{quoted}.",
                         "type": "invalid_request_error",
                         "code": "invalid_api_key",
                     }

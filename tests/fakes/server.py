@@ -94,6 +94,10 @@ class FakeServer:
         self._thread.start()
         return self
 
+    def _serve_forever(self) -> None:
+        assert self._server is not None
+        self._server.serve_forever(poll_interval=0.02)  # stop() waits for a poll
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
@@ -149,7 +153,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up waiting: that is its business
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -110,7 +112,7 @@ async def run_http(
         raise StepError(f"http.url must be an http:// or https:// URL, not {spec.url!r}")
     host = f"{url.host}:{url.port}" if url.port else url.host
     if client is None:
-        async with httpx2.AsyncClient() as own:
+        async with httpx2.AsyncClient(verify=_tls()) as own:
             response = await _send(spec, own, host, breakers, backoff, sleep)
     else:
         response = await _send(spec, client, host, breakers, backoff, sleep)
@@ -154,6 +156,12 @@ async def _send(
             tries = f" after {spec.retries + 1} tries" if spec.retries else ""
             raise StepError(problem + tries)
         await sleep(backoff.wait(retry, retry_after))
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    # Loading the CA bundle takes a noticeable fraction of a second: once per process.
+    return httpx2.create_ssl_context()
 
 
 def _retry_after(response: httpx2.Response) -> float | None:

@@ -44,7 +44,10 @@ async def test_environment_is_minimal(inputs: Inputs, monkeypatch: pytest.Monkey
     monkeypatch.setenv("KWF_OUTSIDE_SECRET", "do-not-leak")
     step = python(
         "import json, os\nprint(json.dumps(dict(os.environ)))",
-        env=[{"name": "GREETING", "value": "hi"}, {"name": "TOKEN", "secretKeyRef": {"name": "s", "key": "k"}}],
+        env=[
+            {"name": "GREETING", "value": "hi"},
+            {"name": "TOKEN", "secretKeyRef": {"name": "s", "key": "k"}},
+        ],
     )
     result = await run_step(step, inputs, 1, env={"TOKEN": "resolved"})
     env = json.loads(result.output)
@@ -65,7 +68,9 @@ async def test_each_run_gets_its_own_directory_removed_after(inputs: Inputs) -> 
 
 
 async def test_non_zero_exit_fails_with_the_tail_of_stderr(inputs: Inputs) -> None:
-    step = python("import sys\nprint('x' * 5000, file=sys.stderr)\nprint('the real reason', file=sys.stderr)\nsys.exit(3)")
+    step = python(
+        "import sys\nprint('x' * 5000, file=sys.stderr)\nprint('the real reason', file=sys.stderr)\nsys.exit(3)"
+    )
     with pytest.raises(StepError) as caught:
         await run_step(step, inputs, 1)
     assert "exited with code 3" in caught.value.message
@@ -145,5 +150,7 @@ async def test_container_with_the_runner_image_runs_here(
     inputs: Inputs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KWF_RUNNER_IMAGE", "kwf-runner:dev")
-    step = make_step(container={"image": "kwf-runner:dev", "command": ["sh", "-c"], "args": ['echo "$KWF_STEP"']})
+    step = make_step(
+        container={"image": "kwf-runner:dev", "command": ["sh", "-c"], "args": ['echo "$KWF_STEP"']}
+    )
     assert (await run_step(step, inputs, 1)).output == "s"
