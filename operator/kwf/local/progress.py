@@ -54,8 +54,8 @@ class LineProgress:
     def __call__(self, status: JobStatus) -> None:
         for step in status.steps:
             now = (step.phase, step.attempts)
-            if self._seen.get(step.name) == now:
-                continue
+            if self._seen.get(step.name, (StepPhase.PENDING, 0)) == now:
+                continue  # unchanged, or still waiting for its turn
             self._seen[step.name] = now
             line = f"{step.name}: {step.phase.value}"
             if step.attempts > 1 or step.phase is StepPhase.WAITING:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kwf.api import Job, JobStatus, Workflow
-from kwf.engine import plan
+from kwf.engine.plan import plan
 from kwf.engine.types import Launch, Limits
 from kwf.local.executor import Clock, LocalExecutor, utcnow
 from kwf.local.source import load_run
@@ -55,7 +55,16 @@ async def run_local(
             if cancel is not None and cancel.is_set() and not job.spec.cancel:
                 job = job.model_copy(update={"spec": job.spec.model_copy(update={"cancel": True})})
             executor.changes_seen()
-            decision = plan(job.spec, status, executor.observe(), clock(), limits, generation=1)
+            decision = plan(
+                job.spec,
+                status,
+                executor.observe(),
+                clock(),
+                limits,
+                generation=1,
+                job=job.metadata.name,
+                namespace=job.metadata.namespace,
+            )
             status = decision.status
             fresh = False
             for action in decision.actions:
