@@ -74,3 +74,8 @@ test: ## install everything the tests need and run them all
 	hack/phase cluster-tests $(MAKE) --no-print-directory cluster-test && \
 	hack/phase e2e $(MAKE) --no-print-directory e2e-test; \
 	rc=$$?; echo "==> phases:"; cat .phases.log; exit $$rc
+
+# ------------------------------------------------------------------ operator
+.PHONY: run
+run: install ## run the operator in the foreground against .cluster/kubeconfig
+	$(PY) -m kwf.cli operator --kubeconfig .cluster/kubeconfig $(RUN_ARGS)

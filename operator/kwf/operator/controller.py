@@ -22,8 +22,8 @@ from typing import Any
 import pydantic
 
 from kwf.api import Job, JobSpec, JobStatus, Workflow, WorkflowSnapshot
-from kwf.engine import plan
 from kwf.engine.health import Reason, health_conditions
+from kwf.engine.plan import plan
 from kwf.engine.types import Attempt, AttemptPhase, Launch, Limits, Observed, Stop
 from kwf.k8s.api import BATCH_JOBS, KWF_JOBS, AlreadyExists, ApiError, Client, Conflict, NotFound
 from kwf.k8s.index import ChildIndex, RunKey
@@ -209,7 +209,16 @@ class Controller:
         await self._read_logs(uid)
         observed = self._observed(uid)
         try:
-            decision = plan(spec, status, observed, now, self.settings.limits, generation=generation)
+            decision = plan(
+                spec,
+                status,
+                observed,
+                now,
+                self.settings.limits,
+                generation,
+                job=key.name,
+                namespace=key.namespace,
+            )
         except ValueError as error:
             await self._stall(key, body, status, Reason.INVALID_SPEC, str(error), now)
             return

@@ -71,6 +71,8 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
         watches = Watches(api, controller, list(options.namespaces) or None)
         watching = asyncio.create_task(watches.start(), name="child watches")
         liveness = f"http://0.0.0.0:{options.liveness_port}/healthz" if options.liveness_port else None
+        kopf_ready = asyncio.Event()
+        announcing = asyncio.create_task(_announce(controller, kopf_ready, options), name="ready")
         try:
             await kopf.operator(
                 registry=registry_for(controller),
@@ -79,11 +81,19 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
                 namespaces=list(options.namespaces),
                 liveness_endpoint=liveness,
                 stop_flag=stop,
+                ready_flag=kopf_ready,
                 standalone=True,
             )
         finally:
+            announcing.cancel()
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
             await controller.queue.close()
             await watches.stop()
             await controller.events.drain()
+
+
+async def _announce(controller: Controller, kopf_ready: asyncio.Event, options: Options) -> None:
+    await asyncio.gather(controller.synced.wait(), kopf_ready.wait())
+    where = ", ".join(options.namespaces) or "all namespaces"
+    logger.info("kwf operator ready: watching %s, runner image %s", where, options.runner_image)

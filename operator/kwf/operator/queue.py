@@ -27,6 +27,8 @@ class WorkQueue(Generic[K]):
         self._again: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._closed = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def add(self, key: K) -> None:
         """Reconcile ``key`` as soon as possible (once more if it is running now)."""
@@ -35,6 +37,7 @@ class WorkQueue(Generic[K]):
         if key in self._running:
             self._again.add(key)
             return
+        self._idle.clear()
         self._running[key] = asyncio.get_running_loop().create_task(self._run(key), name=f"reconcile {key}")
 
     def add_after(self, key: K, delay: float) -> None:
@@ -79,6 +82,12 @@ class WorkQueue(Generic[K]):
                     break
         finally:
             self._running.pop(key, None)
+            if not self._running:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Wait until no reconcile runs (timers may still be set)."""
+        await self._idle.wait()
 
     @property
     def busy(self) -> int:

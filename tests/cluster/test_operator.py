@@ -1,0 +1,142 @@
+"""The operator process against the real control plane (no node: pods never
+run here, so these tests look at what the operator writes and creates)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from kwf.k8s.api import BATCH_JOBS, KWF_JOBS, Client, load_kubeconfig
+from tests.support.operator_process import OperatorProcess
+from tests.support.runs import (
+    apply_run,
+    apply_workflow,
+    children,
+    condition,
+    get_run,
+    run_body,
+    script,
+    step_status,
+    wait_for,
+)
+
+pytestmark = pytest.mark.usefixtures("installed_crds")
+
+SLEEP = "import time; time.sleep(3600)"
+
+
+@pytest.fixture
+async def api(kubeconfig: Path) -> AsyncIterator[Client]:
+    async with Client(load_kubeconfig(kubeconfig)) as client:
+        yield client
+
+
+@pytest.fixture
+def operator(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(kubeconfig, tmp_path / "operator.log", namespaces=[namespace])
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+        print(f"----- operator log ({process.log_file}) -----\n{process.tail(200)}")
+
+
+def stalled(run: dict[str, object]) -> bool:
+    found = condition(run, "Stalled")  # type: ignore[arg-type]
+    return found is not None and found["status"] == "True"
+
+
+async def test_child_jobs_are_created_owned_and_named(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    run = await apply_run(
+        api, namespace, run_body("named", [script("first", SLEEP), script("second", SLEEP)])
+    )
+    jobs = await wait_for(
+        lambda: children(api, namespace, "named"), lambda items: len(items) == 2, what="two child Jobs"
+    )
+    assert sorted(job["metadata"]["name"] for job in jobs) == ["named-first-1", "named-second-1"]
+    for job in jobs:
+        (ref,) = job["metadata"]["ownerReferences"]
+        assert ref["uid"] == run["metadata"]["uid"]
+        assert ref["controller"] is True and ref["kind"] == "Job"
+        assert job["spec"]["backoffLimit"] == 0
+        assert job["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    current = await wait_for(
+        lambda: get_run(api, namespace, "named"),
+        lambda r: step_status(r, "first").get("job") == "named-first-1",
+        what="status naming the child Job",
+    )
+    assert current["status"]["phase"] == "Running"
+    assert step_status(current, "second")["attempts"] == 1
+
+
+async def test_a_graph_problem_stalls_the_run_naming_it(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    body = run_body("broken", [script("a", "pass", dependsOn=["missing-step"])])
+    await apply_run(api, namespace, body)
+    run = await wait_for(lambda: get_run(api, namespace, "broken"), stalled, what="Stalled")
+    found = condition(run, "Stalled")
+    assert found is not None and "missing-step" in found["message"]
+    assert await children(api, namespace, "broken") == []
+
+
+async def test_a_missing_workflow_stalls_until_it_exists(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    await apply_run(api, namespace, run_body("by-ref", workflowRef={"name": "later"}))
+    run = await wait_for(lambda: get_run(api, namespace, "by-ref"), stalled, what="Stalled")
+    found = condition(run, "Stalled")
+    assert found is not None and found["reason"] == "WorkflowNotFound"
+    assert "later" in found["message"]
+    await apply_workflow(api, namespace, "later", {"steps": [script("only", SLEEP)]})
+    run = await wait_for(
+        lambda: get_run(api, namespace, "by-ref"),
+        lambda r: not stalled(r) and (r["status"].get("workflow") or {}).get("name") == "later",
+        what="run started from the Workflow",
+    )
+    assert [s["name"] for s in run["status"]["workflow"]["steps"]] == ["only"]
+    await wait_for(
+        lambda: children(api, namespace, "by-ref"), lambda items: len(items) == 1, what="child Job"
+    )
+
+
+async def test_deleting_a_run_collects_its_children(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    await apply_run(api, namespace, run_body("doomed", [script("a", SLEEP)]))
+    await wait_for(
+        lambda: children(api, namespace, "doomed"), lambda items: len(items) == 1, what="child Job"
+    )
+    await api.delete(KWF_JOBS, "doomed", namespace, propagation_policy="Background")
+    await wait_for(
+        lambda: children(api, namespace, "doomed"),
+        lambda items: items == [],
+        within=120,
+        what="children collected",
+    )
+
+
+async def test_restarts_never_launch_a_step_twice(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    steps = [script(f"s{i}", SLEEP) for i in range(6)]
+    operator.kill()
+    await apply_run(api, namespace, run_body("restart", steps, parallelism=6))
+    for _ in range(6):
+        operator.start()
+        operator.kill()  # right after it is ready: mid-launch, or between launch and status
+    operator.start()
+    run = await wait_for(
+        lambda: get_run(api, namespace, "restart"),
+        lambda r: all(step_status(r, f"s{i}").get("job") for i in range(6)),
+        what="every step launched",
+    )
+    jobs = await api.list(BATCH_JOBS, namespace, label_selector="workflow.kwf.dev/job=restart")
+    names = sorted(job["metadata"]["name"] for job in jobs["items"])
+    assert names == [f"restart-s{i}-1" for i in range(6)]
+    assert all(step_status(run, f"s{i}")["attempts"] == 1 for i in range(6))
