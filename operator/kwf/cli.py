@@ -139,6 +139,7 @@ def version() -> None:
 # --- cluster commands -------------------------------------------------------
 # Each module adds its own commands to `app` here, one line apiece, e.g.
 #     app.add_typer(operator_app, name="operator")   or   clusterctl.register(app)
+__import__("kwf.operator.command", fromlist=["register"]).register(app)
 __import__("kwf.clusterctl", fromlist=["register"]).register(app)
 
 
