@@ -108,7 +108,8 @@ def find_cycle(steps: Sequence[Step]) -> list[str] | None:
     return None
 
 
-def topological_order(steps: Sequence[Step]) -> list[str]:
+@by_identity(maxsize=256)
+def topological_order(steps: tuple[Step, ...]) -> tuple[str, ...]:
     """Step names, each after everything it waits for, ties kept in spec order.
 
     Steps on a cycle (see :func:`find_cycle`) are left out; unknown
@@ -133,7 +134,7 @@ def topological_order(steps: Sequence[Step]) -> list[str]:
             waiting[dependent] -= 1
             if waiting[dependent] == 0:
                 heapq.heappush(heap, (position[dependent], dependent))
-    return order
+    return tuple(order)
 
 
 def downstream(steps: Sequence[Step], roots: Iterable[str]) -> set[str]:

@@ -194,7 +194,7 @@ class _Pass:
             if record.phase is StepPhase.RUNNING:
                 record.stop_reason = running
                 record.finish(phase, self.now, running)
-            elif not record.phase.finished:
+            elif not record.finished:
                 record.finish(StepPhase.CANCELLED, self.now, pending)
 
     def _cancel(self) -> None:
@@ -213,16 +213,16 @@ class _Pass:
         if record.phase is not StepPhase.FAILED or record.spec is None:
             return False
         handler = self.records.get(record.spec.on_failure or "")
-        return handler is None or handler.phase.finished
+        return handler is None or handler.finished
 
     def _schedule(self) -> None:
         self.failing = any(self._unhandled(r) for r in self.records.values())
         room = (self.spec.parallelism or len(self.records) + 1) - sum(
             1 for r in self.records.values() if r.phase is StepPhase.RUNNING
         )
-        for name in graph.topological_order(self.steps):
+        for name in graph.topological_order(tuple(self.steps)):
             record = self.records[name]
-            if record.phase.finished or record.phase is StepPhase.RUNNING:
+            if record.finished or record.phase is StepPhase.RUNNING:
                 continue
             if not self._ready(record):
                 continue
@@ -249,7 +249,7 @@ class _Pass:
         assert step is not None
         primary = self.records.get(self.handler_of.get(record.name, ""))
         if primary is not None:
-            if not primary.phase.finished:
+            if not primary.finished:
                 return False
             if primary.phase is not StepPhase.FAILED:
                 self._mark(record, StepPhase.SKIPPED, "not needed")
@@ -353,7 +353,7 @@ class _Pass:
             self.phase = JobPhase.RUNNING
             self.reason, self.message = Reason.INVALID_SPEC, "; ".join(self.problems)
             return
-        if not running and all(r.phase.finished for r in graph_records):
+        if not running and all(r.finished for r in graph_records):
             failed = next((r for r in graph_records if r.phase is StepPhase.FAILED), None)
             if failed is None:
                 failed = next((r for r in graph_records if r.phase is StepPhase.CANCELLED), None)
@@ -364,7 +364,7 @@ class _Pass:
                 self.message = f"step {failed.name} {failed.phase.lower()}: {failed.get('message') or ''}"
             self.finished_at = self.now
             return
-        started = running or any(r.last_attempt or r.phase.finished for r in self.records.values())
+        started = running or any(r.last_attempt or r.finished for r in self.records.values())
         self.phase = JobPhase.RUNNING if started or not self.spec.suspend else JobPhase.PENDING
         self.reason = reason_for(self.phase, suspended=self.spec.suspend)
         if self.spec.suspend:

@@ -34,16 +34,36 @@ def backoff_seconds(step: Step, retry: int) -> float:
     return float(min(wait, backoff.max_seconds))
 
 
+_FINISHED = frozenset(phase for phase in StepPhase if phase.finished)
+#: Fields read on every pass, kept as plain attributes: plan() touches each step each time.
+_HOT = ("phase", "last_attempt", "attempts")
+
+
 class StepRecord:
     """A step's status entry while a pass works on it: changes are kept apart
     so an untouched step costs nothing to write back."""
 
-    __slots__ = ("changes", "old", "spec", "stop_reason", "success", "wake")
+    __slots__ = (
+        "attempts",
+        "changes",
+        "finished",
+        "last_attempt",
+        "old",
+        "phase",
+        "spec",
+        "stop_reason",
+        "success",
+        "wake",
+    )
 
     def __init__(self, old: StepStatus, spec: Step | None) -> None:
         self.old = old
         self.spec = spec
         self.changes: dict[str, Any] = {}
+        self.phase: StepPhase = old.phase
+        self.finished = old.phase in _FINISHED
+        self.last_attempt: int = old.last_attempt
+        self.attempts: int = old.attempts
         self.success: Attempt | None = None  # finished well, to be settled in completion order
         self.stop_reason: str | None = None  # why a running attempt of it is stopped
         self.wake: datetime | None = None  # when this step wants another look
@@ -55,23 +75,15 @@ class StepRecord:
     def get(self, field: str) -> Any:
         return self.changes[field] if field in self.changes else getattr(self.old, field)
 
-    @property
-    def phase(self) -> StepPhase:
-        phase: StepPhase = self.get("phase")
-        return phase
-
-    @property
-    def last_attempt(self) -> int:
-        number: int = self.get("last_attempt")
-        return number
-
-    @property
-    def attempts(self) -> int:
-        number: int = self.get("attempts")
-        return number
-
     def set(self, **changes: Any) -> None:
         self.changes.update(changes)
+        if "phase" in changes:
+            self.phase = changes["phase"]
+            self.finished = self.phase in _FINISHED
+        if "last_attempt" in changes:
+            self.last_attempt = changes["last_attempt"]
+        if "attempts" in changes:
+            self.attempts = changes["attempts"]
 
     def finish(self, phase: StepPhase, now: datetime, message: str | None) -> None:
         self.set(
@@ -82,8 +94,11 @@ class StepRecord:
         )
 
     def build(self) -> StepStatus:
-        changed = {k: v for k, v in self.changes.items() if getattr(self.old, k) != v}
-        return self.old.model_copy(update=changed) if changed else self.old
+        if not self.changes:
+            return self.old
+        old = self.old
+        changed = {k: v for k, v in self.changes.items() if getattr(old, k) != v}
+        return old.model_copy(update=changed) if changed else old
 
     def wake_at(self, when: datetime) -> None:
         if self.wake is None or when < self.wake:
@@ -96,9 +111,11 @@ def fold(record: StepRecord, attempts: Sequence[Attempt], now: datetime, limits:
     Returns a Stop for an attempt past its timeout. A success is left in
     ``record.success``: it is settled later, in completion order with the rest.
     """
+    if not attempts and record.phase is not StepPhase.RUNNING:
+        return None
     last = record.last_attempt
-    newer = sorted((a for a in attempts if a.number > last), key=lambda a: a.number)
-    if newer:
+    if any(a.number > last for a in attempts):
+        newer = sorted((a for a in attempts if a.number > last), key=lambda a: a.number)
         _adopt(record, attempts, newer, now)
     if record.phase is not StepPhase.RUNNING:
         return None

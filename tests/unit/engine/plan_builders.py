@@ -11,6 +11,7 @@ from kwf.engine.plan import plan
 from kwf.engine.types import Attempt, AttemptPhase, Launch, Limits, Plan, Result, Stop
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
+LIMITS = Limits()
 
 
 def step(name: str, *after: str, **fields: Any) -> dict[str, Any]:
@@ -25,7 +26,7 @@ def job(*steps: dict[str, Any], **fields: Any) -> JobSpec:
 class Run:
     """A run driven by hand: each pass is plan(); launches become running attempts."""
 
-    def __init__(self, spec: JobSpec, limits: Limits = Limits(), now: datetime = T0) -> None:
+    def __init__(self, spec: JobSpec, limits: Limits = LIMITS, now: datetime = T0) -> None:
         self.spec = spec
         self.limits = limits
         self.now = now
@@ -80,7 +81,9 @@ class Run:
         return {s.name: str(s.phase) for s in self.status.steps}
 
     def running(self) -> list[str]:
-        return sorted(n for n, attempts in self.attempts.items() if any(not a.phase.finished for a in attempts))
+        return sorted(
+            n for n, attempts in self.attempts.items() if any(not a.phase.finished for a in attempts)
+        )
 
     def launches(self, result: Plan | None = None) -> list[str]:
         result = result or self.last

@@ -82,17 +82,17 @@ def test_problems_are_kept_per_steps_tuple() -> None:
 
 def test_topological_order_keeps_spec_order_between_independent_steps() -> None:
     steps = [step("d", "c"), step("c"), step("b"), step("a", "b")]
-    assert graph.topological_order(steps) == ["c", "d", "b", "a"]
+    assert graph.topological_order(tuple(steps)) == ("c", "d", "b", "a")
 
 
 def test_a_handler_comes_after_its_primary() -> None:
     steps = [step("h"), step("a", onFailure="h")]
-    assert graph.topological_order(steps) == ["a", "h"]
+    assert graph.topological_order(tuple(steps)) == ("a", "h")
 
 
 def test_topological_order_leaves_out_a_cycle() -> None:
     steps = [step("a", "b"), step("b", "a"), step("c")]
-    assert graph.topological_order(steps) == ["c"]
+    assert graph.topological_order(tuple(steps)) == ("c",)
 
 
 def test_downstream_follows_dependents_and_handlers() -> None:
@@ -103,4 +103,4 @@ def test_downstream_follows_dependents_and_handlers() -> None:
 def test_a_long_chain_has_no_recursion_limit() -> None:
     steps = [step("s0")] + [step(f"s{i}", f"s{i - 1}") for i in range(1, 3000)]
     assert graph.problems(tuple(steps)) == []
-    assert graph.topological_order(steps)[-1] == "s2999"
+    assert graph.topological_order(tuple(steps))[-1] == "s2999"

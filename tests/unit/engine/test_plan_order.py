@@ -50,7 +50,11 @@ def test_a_false_when_skips_the_step_and_its_dependents_still_run() -> None:
 
 def test_when_is_evaluated_when_the_step_becomes_ready() -> None:
     run = Run(
-        job(step("a"), step("b", "a", when="state.n > 1 && steps.a.phase == 'Succeeded'"), initialState={"n": 0})
+        job(
+            step("a"),
+            step("b", "a", when="state.n > 1 && steps.a.phase == 'Succeeded'"),
+            initialState={"n": 0},
+        )
     )
     run.plan()
     run.finish("a", state={"n": 2})

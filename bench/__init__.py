@@ -1,0 +1,1 @@
+"""Benchmarks that print figures and their ratio to a target."""
