@@ -78,8 +78,8 @@ test: ## install everything the tests need and run them all
 # ------------------------------------------------------------------ operator
 .PHONY: run
 run: install ## run the operator in the foreground against .cluster/kubeconfig
+	$(PY) -m kwf.cli operator --kubeconfig .cluster/kubeconfig $(RUN_ARGS)
 
 .PHONY: bench-plan
 bench-plan: $(VENV)/.synced ## time one plan() pass over 100-, 1,000- and 5,000-step runs
 	$(PY) -m bench.plan
-	$(PY) -m kwf.cli operator --kubeconfig .cluster/kubeconfig $(RUN_ARGS)
