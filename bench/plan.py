@@ -72,7 +72,7 @@ def half_running(spec: JobSpec) -> tuple[JobStatus, dict[str, list[Attempt]]]:
     return status, observed
 
 
-def measure(size: int, repeat: int) -> tuple[float, int]:
+def measure(size: int, repeat: int) -> tuple[float, float, int]:
     spec = dag(size)
     status, observed = half_running(spec)
     now = T0 + timedelta(hours=1)
@@ -84,16 +84,16 @@ def measure(size: int, repeat: int) -> tuple[float, int]:
         result = plan(spec, status, observed, now)
         times.append(time.perf_counter() - started)
     assert not [a for a in result.actions if isinstance(a, Launch)], "a pass launched again"
-    return statistics.median(times) * 1000, running
+    return statistics.median(times) * 1000, min(times) * 1000, running
 
 
 def main() -> int:
-    print("one plan() pass (median), half the steps running")
+    print("one plan() pass, half the steps running (median, best: the best is the figure on a busy machine)")
     for size, repeat in ((100, 50), (1000, 20), (5000, 5)):
-        ms, running = measure(size, repeat)
-        line = f"{size:>5} steps ({running} running): {ms:8.2f} ms"
+        median, best, running = measure(size, repeat)
+        line = f"{size:>5} steps ({running} running): {median:8.2f} ms, best {best:8.2f} ms"
         if size == 1000:
-            line += f"   target {TARGET_MS:.0f} ms, ratio {ms / TARGET_MS:.2f}"
+            line += f"   target {TARGET_MS:.0f} ms, ratio {median / TARGET_MS:.2f} (best {best / TARGET_MS:.2f})"
         print(line)
     return 0
 
