@@ -333,8 +333,9 @@ class Controller:
                 raise
             self._refuse(owner, launch, AttemptPhase.LOST, f"the step's Job was rejected: {error.message}")
             return
-        self.child_changed(self.index.put_job(created))
-        self._woken_at.pop(RunKey(owner.namespace, owner.name), None)
+        # Into the index at once: the next plan must see this attempt even if
+        # the watch event is still on its way.
+        self.index.put_job(created)
 
     def _refuse(self, owner: Owner, launch: Launch, phase: AttemptPhase, message: str) -> None:
         now = self.clock()
