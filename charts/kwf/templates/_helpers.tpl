@@ -1,0 +1,70 @@
+{{/* The chart's name, cut to fit a label value. */}}
+{{- define "kwf.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's full name: the prefix of every object this chart creates. */}}
+{{- define "kwf.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "kwf.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kwf.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "kwf.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "kwf.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kwf
+{{- end -}}
+
+{{- define "kwf.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kwf.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The namespaces that get per-namespace objects (Roles, the step
+ServiceAccount, the NetworkPolicy), as a JSON list: the watched namespaces,
+or the release namespace when every namespace is watched.
+*/}}
+{{- define "kwf.targetNamespaces" -}}
+{{- if .Values.watchNamespaces -}}
+{{- .Values.watchNamespaces | uniq | toJson -}}
+{{- else -}}
+{{- list .Release.Namespace | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the operator watches every namespace. */}}
+{{- define "kwf.clusterWide" -}}
+{{- if and (eq .Values.rbac.scope "cluster") (not .Values.watchNamespaces) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "kwf.operatorImage" -}}
+{{- printf "%s:%s" .Values.operator.image.repository (default .Chart.AppVersion .Values.operator.image.tag) -}}
+{{- end -}}
+
+{{- define "kwf.runnerImage" -}}
+{{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) -}}
+{{- end -}}
+
+{{/* The kopf peering object both replicas share when standby is on. */}}
+{{- define "kwf.peeringName" -}}
+{{- include "kwf.fullname" . -}}
+{{- end -}}

@@ -1,0 +1,329 @@
+"""The Helm chart: lint, rendering under each values file in charts/kwf/ci,
+every rendered object accepted by the real API server (server-side dry run),
+and the RBAC it grants, asked of the API server's own authorizer.
+
+helm is built from its Go module by hack/build-helm.sh (cached in .cluster/bin).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kwf.k8s.manifests import LABEL_STEP
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "kwf"
+VALUES_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
+Manifest = dict[str, Any]
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    subprocess.run(
+        [str(REPO / "hack" / "build-helm.sh"), str(REPO / ".cluster" / "bin")], check=True, timeout=1800
+    )
+    return REPO / ".cluster" / "bin" / "helm"
+
+
+def run(*argv: str | Path, body: Any = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(a) for a in argv],
+        input=json.dumps(body) if body is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def render(helm: Path, namespace: str, *args: str, release: str = "kwf") -> list[Manifest]:
+    out = ok(run(helm, "template", release, CHART, "--namespace", namespace, *args))
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def find(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def deployment_args(manifests: list[Manifest]) -> list[str]:
+    (deployment,) = find(manifests, "Deployment")
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+# ------------------------------------------------------------------ offline
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.name.removesuffix("-values.yaml"))
+def test_lint_strict(helm: Path, values: Path) -> None:
+    ok(run(helm, "lint", "--strict", CHART, "-f", values))
+
+
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ("operatr.logLevel=debug", "operatr"),
+        ("rbac.scope=everything", "scope"),
+        ("operator.logLevel=loud", "logLevel"),
+        ("metrics.port=0", "port"),
+        ("watchNamespaces[0]=Not_A_Namespace", "watchNamespaces"),
+    ],
+)
+def test_schema_rejects_bad_values_naming_them(helm: Path, setting: str, named: str) -> None:
+    result = run(helm, "template", "kwf", CHART, "--set", setting)
+    assert result.returncode != 0
+    assert named in result.stderr
+
+
+def test_cluster_scope_watches_everything_with_one_cluster_role(helm: Path) -> None:
+    manifests = render(helm, "kwf-system")
+    assert "--all-namespaces" in deployment_args(manifests)
+    assert [m["metadata"]["name"] for m in find(manifests, "ClusterRole")] == ["kwf"]
+    assert find(manifests, "Role") == []
+    (deployment,) = find(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_namespaced_scope_grants_nothing_cluster_wide(helm: Path) -> None:
+    manifests = render(helm, "kwf-system", "-f", str(CHART / "ci" / "namespaced-values.yaml"))
+    assert find(manifests, "ClusterRole") == find(manifests, "ClusterRoleBinding") == []
+    roles = {m["metadata"]["namespace"] for m in find(manifests, "Role")}
+    assert roles == {"kwf-chart-a", "kwf-chart-b"}
+    args = deployment_args(manifests)
+    assert "--namespace=kwf-chart-a" in args and "--namespace=kwf-chart-b" in args
+    assert "--all-namespaces" not in args
+    step_accounts = {m["metadata"]["namespace"]: m for m in find(manifests, "ServiceAccount")}
+    assert step_accounts["kwf-chart-a"]["automountServiceAccountToken"] is False
+
+
+def test_crds_are_the_generated_ones_kept_on_uninstall(helm: Path) -> None:
+    rendered = {
+        m["metadata"]["name"]: m for m in find(render(helm, "kwf-system"), "CustomResourceDefinition")
+    }
+    generated = {}
+    for path in sorted((REPO / "crds").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                generated[doc["metadata"]["name"]] = doc
+    assert rendered.keys() == generated.keys()
+    for name, crd in rendered.items():
+        meta = crd["metadata"]
+        assert meta["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        assert crd["spec"] == generated[name]["spec"], f"{name}: the chart's CRD differs from crds/"
+
+
+def test_no_crds_when_asked(helm: Path) -> None:
+    manifests = render(helm, "kwf-system", "--set", "crds.install=false")
+    assert find(manifests, "CustomResourceDefinition") == []
+
+
+def test_service_monitor_only_where_the_prometheus_operator_is(helm: Path) -> None:
+    assert find(render(helm, "kwf-system"), "ServiceMonitor") == []
+    manifests = render(helm, "kwf-system", "--api-versions", "monitoring.coreos.com/v1")
+    (monitor,) = find(manifests, "ServiceMonitor")
+    (service,) = [s for s in find(manifests, "Service") if s["metadata"]["name"] == "kwf-metrics"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+
+
+def test_network_policy_selects_the_pods_the_operator_labels_as_steps(helm: Path) -> None:
+    manifests = render(helm, "kwf-system", "-f", str(CHART / "ci" / "networkpolicy-values.yaml"))
+    (policy,) = find(manifests, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchExpressions"] == [{"key": LABEL_STEP, "operator": "Exists"}]
+    assert policy["spec"]["ingress"] == []
+    cidrs = [rule["to"][0].get("ipBlock", {}).get("cidr") for rule in policy["spec"]["egress"]]
+    assert cidrs == [None, "10.213.0.0/24", "192.0.2.0/24"]
+
+
+def test_the_operator_pod_is_locked_down(helm: Path) -> None:
+    (deployment,) = find(render(helm, "kwf-system"), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "--inline" not in container["args"]
+
+
+# ------------------------------------------------------ on the API server
+
+
+def ensure_namespace(kubectl: Path, kubeconfig: Path, name: str) -> None:
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    ok(run(kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", "-", body=body))
+
+
+@pytest.fixture
+def chart_namespaces(kubectl: Path, kubeconfig: Path) -> Iterator[list[str]]:
+    """The namespaces ci/namespaced-values.yaml names."""
+    names = ["kwf-chart-a", "kwf-chart-b"]
+    for name in names:
+        ensure_namespace(kubectl, kubeconfig, name)
+    yield names
+
+
+@pytest.fixture
+def missing_crds(kubectl: Path, kubeconfig: Path) -> Iterator[list[str]]:
+    """CRDs a test creates for real (so that objects of their kinds can be dry-run); removed after."""
+    created: list[str] = []
+    yield created
+    for name in created:
+        run(kubectl, f"--kubeconfig={kubeconfig}", "delete", "crd", name, "--wait=false")
+
+
+@pytest.mark.usefixtures("installed_crds", "chart_namespaces")
+@pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.name.removesuffix("-values.yaml"))
+def test_every_rendered_object_passes_a_server_side_dry_run(
+    helm: Path, kubectl: Path, kubeconfig: Path, namespace: str, values: Path, missing_crds: list[str]
+) -> None:
+    manifests = render(helm, namespace, "-f", str(values))
+    assert manifests
+    # The peering CRDs of a standby install must exist for its peering object
+    # to be checked at all; kwf's own CRDs are installed already.
+    for crd in find(manifests, "CustomResourceDefinition"):
+        name = crd["metadata"]["name"]
+        exists = run(kubectl, f"--kubeconfig={kubeconfig}", "get", "crd", name).returncode == 0
+        if not exists:
+            ok(run(kubectl, f"--kubeconfig={kubeconfig}", "create", "-f", "-", body=crd))
+            missing_crds.append(name)
+            ok(
+                run(
+                    kubectl,
+                    f"--kubeconfig={kubeconfig}",
+                    "wait",
+                    "--for=condition=Established",
+                    f"crd/{name}",
+                )
+            )
+    body = {"apiVersion": "v1", "kind": "List", "items": manifests}
+    out = ok(
+        run(
+            kubectl,
+            f"--kubeconfig={kubeconfig}",
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=kwf-chart-test",
+            "--dry-run=server",
+            "-f",
+            "-",
+            "-o",
+            "json",
+            body=body,
+        )
+    )
+    accepted = json.loads(out)
+    kinds = sorted(item["kind"] for item in accepted.get("items", [accepted]))
+    assert kinds == sorted(m["kind"] for m in manifests)
+
+
+def can_i(kubectl: Path, kubeconfig: Path, who: str, verb: str, resource: str, namespace: str) -> bool:
+    result = run(
+        kubectl, f"--kubeconfig={kubeconfig}", "auth", "can-i", verb, resource, "-n", namespace, f"--as={who}"
+    )
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode == 0
+
+
+NEEDED = [
+    ("watch", "jobs.workflow.kwf.dev"),
+    ("patch", "jobs.workflow.kwf.dev/status"),
+    ("create", "jobs.workflow.kwf.dev"),
+    ("patch", "workflows.workflow.kwf.dev/status"),
+    ("create", "jobs.batch"),
+    ("delete", "jobs.batch"),
+    ("watch", "pods"),
+    ("get", "pods/log"),
+    ("create", "events"),
+    ("create", "events.events.k8s.io"),
+]
+NOT_GRANTED = [
+    ("get", "secrets"),
+    ("create", "pods"),
+    ("delete", "pods"),
+    ("update", "jobs.workflow.kwf.dev"),
+    ("create", "deployments.apps"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("create", "serviceaccounts/token"),
+    ("create", "pods/exec"),
+]
+
+
+@pytest.fixture
+def installed_rbac(helm: Path, kubectl: Path, kubeconfig: Path, namespace: str) -> Iterator[Any]:
+    """Create, for real, the RBAC objects of one rendering; delete them after."""
+    created: list[Manifest] = []
+
+    def install(*args: str) -> str:
+        release = f"rbac-{namespace}"[:40]
+        manifests = render(helm, namespace, *args, release=release)
+        keep = [
+            m
+            for m in manifests
+            if m["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+        ]
+        body = {"apiVersion": "v1", "kind": "List", "items": keep}
+        ok(run(kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", "-", body=body))
+        created.extend(keep)
+        (account,) = [
+            m for m in keep if m["kind"] == "ServiceAccount" and m["metadata"]["name"].startswith(release)
+        ]
+        return f"system:serviceaccount:{namespace}:{account['metadata']['name']}"
+
+    yield install
+    if created:
+        run(
+            kubectl,
+            f"--kubeconfig={kubeconfig}",
+            "delete",
+            "--wait=false",
+            "-f",
+            "-",
+            body={"apiVersion": "v1", "kind": "List", "items": created},
+        )
+
+
+@pytest.mark.usefixtures("installed_crds")
+def test_cluster_rbac_grants_what_the_operator_does_and_no_more(
+    installed_rbac: Any, kubectl: Path, kubeconfig: Path, namespace: str
+) -> None:
+    who = installed_rbac()
+    for verb, resource in NEEDED:
+        assert can_i(kubectl, kubeconfig, who, verb, resource, "default"), f"{verb} {resource}"
+    for verb, resource in NOT_GRANTED:
+        assert not can_i(kubectl, kubeconfig, who, verb, resource, "default"), f"{verb} {resource}"
+
+
+@pytest.mark.usefixtures("installed_crds")
+def test_inline_steps_add_reading_secrets(installed_rbac: Any, kubectl: Path, kubeconfig: Path) -> None:
+    who = installed_rbac("--set", "operator.inline.enabled=true")
+    assert can_i(kubectl, kubeconfig, who, "get", "secrets", "default")
+    assert not can_i(kubectl, kubeconfig, who, "list", "secrets", "default")
+
+
+@pytest.mark.usefixtures("installed_crds", "chart_namespaces")
+def test_namespaced_rbac_stops_at_the_watched_namespaces(
+    installed_rbac: Any, kubectl: Path, kubeconfig: Path, namespace: str
+) -> None:
+    who = installed_rbac("-f", str(CHART / "ci" / "namespaced-values.yaml"))
+    for verb, resource in NEEDED:
+        assert can_i(kubectl, kubeconfig, who, verb, resource, "kwf-chart-a"), f"{verb} {resource}"
+        assert can_i(kubectl, kubeconfig, who, verb, resource, "kwf-chart-b"), f"{verb} {resource}"
+        assert not can_i(kubectl, kubeconfig, who, verb, resource, "default"), f"{verb} {resource} in default"
+    assert not can_i(kubectl, kubeconfig, who, "list", "customresourcedefinitions", "default")
