@@ -75,11 +75,22 @@ test: ## install everything the tests need and run them all
 	hack/phase e2e $(MAKE) --no-print-directory e2e-test; \
 	rc=$$?; echo "==> phases:"; cat .phases.log; exit $$rc
 
-# ------------------------------------------------------------------ operator
-.PHONY: run
-run: install ## run the operator in the foreground against .cluster/kubeconfig
-	$(PY) -m kwf.cli operator --kubeconfig .cluster/kubeconfig $(RUN_ARGS)
+# ------------------------------------------------------------------ chart
+.PHONY: helm
+helm: ## build helm (version pinned in hack/build-helm.sh) into .cluster/bin
+	hack/build-helm.sh .cluster/bin
+
+.PHONY: chart-crds
+chart-crds: crds ## copy crds/ into the chart; a test fails when they differ
+	mkdir -p charts/kwf/files/crds
+	rm -f charts/kwf/files/crds/*.yaml
+	cp crds/*.yaml charts/kwf/files/crds/
 
 .PHONY: bench-plan
 bench-plan: $(VENV)/.synced ## time one plan() pass over 100-, 1,000- and 5,000-step runs
 	$(PY) -m bench.plan
+
+# ------------------------------------------------------------------ operator
+.PHONY: run
+run: install ## run the operator in the foreground against .cluster/kubeconfig
+	$(PY) -m kwf.cli operator --kubeconfig .cluster/kubeconfig $(RUN_ARGS)
