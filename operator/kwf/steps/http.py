@@ -30,6 +30,8 @@ from kwf.steps.contract import StepError
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 #: Characters of an unexpected response body quoted in a failure message.
 BODY_QUOTE = 300
+#: Characters of a URL quoted in a failure message.
+URL_QUOTE = 200
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
@@ -143,12 +145,12 @@ async def _send(
             response = await client.send(request)
             await response.aread()
         except (httpx2.TransportError, httpx2.TimeoutException) as exc:
-            problem = f"{spec.method} {spec.url} failed: {type(exc).__name__}: {exc}"
+            problem = f"{spec.method} {_short(spec.url)} failed: {type(exc).__name__}: {exc}"
         else:
             if response.status_code not in TRANSIENT_STATUS:
                 breakers.succeeded(host)
                 return response
-            problem = f"{spec.method} {spec.url} answered {response.status_code}"
+            problem = f"{spec.method} {_short(spec.url)} answered {response.status_code}"
             retry_after = _retry_after(response)
         breakers.failed(host)
         retry += 1
@@ -162,6 +164,10 @@ async def _send(
 def _tls() -> ssl.SSLContext:
     # Loading the CA bundle takes a noticeable fraction of a second: once per process.
     return httpx2.create_ssl_context()
+
+
+def _short(url: str) -> str:
+    return url if len(url) <= URL_QUOTE else url[:URL_QUOTE] + "..."
 
 
 def _retry_after(response: httpx2.Response) -> float | None:
@@ -179,7 +185,7 @@ def _output(spec: HttpStep, response: httpx2.Response) -> Any:
         if len(quote) > BODY_QUOTE:
             quote = quote[:BODY_QUOTE] + "..."
         raise StepError(
-            f"{spec.method} {spec.url} answered {response.status_code}, "
+            f"{spec.method} {_short(spec.url)} answered {response.status_code}, "
             f"expected one of {spec.expected_status}: {quote}"
         )
     whole = {"status": response.status_code, "headers": dict(response.headers), "body": body}

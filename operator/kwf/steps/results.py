@@ -64,11 +64,13 @@ def report_result(result: Result, limits: Limits = DEFAULT_LIMITS) -> Report:
 
 
 def report_error(message: str) -> Report:
-    """The report of a failure, its message cut to fit the termination message."""
+    """The report of a failure, cut in the middle to fit the termination message:
+    the beginning says what failed, the end usually says why."""
     encoded = json.dumps({"error": message})
+    keep = len(message)
     while len(encoded.encode("utf-8")) > _ERROR_ROOM:
-        message = message[: len(message) * 3 // 4]
-        encoded = json.dumps({"error": message + " ..."})
+        keep = keep * 3 // 4
+        encoded = json.dumps({"error": f"{message[: keep // 2]} ... {message[-(keep // 2) :]}"})
     return Report(message=encoded)
 
 

@@ -162,7 +162,7 @@ async def test_client_timeout_is_a_transient_failure() -> None:
 
 @pytest.mark.parametrize("url", ["ftp://example.test/x", "not a url", "/relative"])
 async def test_only_http_urls(url: str) -> None:
-    with pytest.raises(StepError, match="http.url"):
+    with pytest.raises(StepError, match=r"http\.url"):
         await run_http(http(url), breakers=CircuitBreakers())
 
 

@@ -64,12 +64,15 @@ async def test_each_run_gets_its_own_directory_removed_after(inputs: Inputs) -> 
     first = await run_step(step, inputs, 1)
     second = await run_step(step, inputs, 1)
     assert first.output != second.output
-    assert not Path(str(first.output)).exists()
+    assert not await asyncio.to_thread(Path(str(first.output)).exists)
 
 
 async def test_non_zero_exit_fails_with_the_tail_of_stderr(inputs: Inputs) -> None:
     step = python(
-        "import sys\nprint('x' * 5000, file=sys.stderr)\nprint('the real reason', file=sys.stderr)\nsys.exit(3)"
+        "import sys\n"
+        "print('x' * 5000, file=sys.stderr)\n"
+        "print('the real reason', file=sys.stderr)\n"
+        "sys.exit(3)"
     )
     with pytest.raises(StepError) as caught:
         await run_step(step, inputs, 1)
@@ -89,10 +92,16 @@ async def test_timeout_kills_the_script_and_its_children(inputs: Inputs, tmp_pat
     with pytest.raises(StepError, match="timed out after 1 seconds"):
         await run_step(step, inputs, 1)
     child = int(pid_file.read_text())
-    deadline = time.monotonic() + 10
-    while alive(child) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not alive(child)
+    assert await asyncio.to_thread(ends_within, child, 10)
+
+
+def ends_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def alive(pid: int) -> bool:
@@ -140,7 +149,7 @@ async def test_bad_result_file_fails_clearly(inputs: Inputs, written: str, probl
 
 async def test_container_needs_a_cluster_unless_allowed(inputs: Inputs) -> None:
     step = make_step(container={"image": "alpine:3", "command": ["sh", "-c", "echo from-container"]})
-    with pytest.raises(StepError, match="needs a cluster.*--allow-container-local"):
+    with pytest.raises(StepError, match=r"needs a cluster.*--allow-container-local"):
         await run_step(step, inputs, 1)
     result = await run_step(step, inputs, 1, allow_container_local=True)
     assert result.output == "from-container"
