@@ -314,7 +314,7 @@ def state_set(
 ) -> None:
     """Merge keys into the shared state; concurrent writes to other keys are kept."""
     with reported("state set"):
-        patch = patch_from_assignments(parse_assignments(assignments, "state set"))
+        patch = patch_from_assignments(parse_assignments(assignments, ""))
 
     async def work(api: Client, ns: str) -> None:
         written = await update_shared_state(api, ns, name, patch)

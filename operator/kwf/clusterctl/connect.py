@@ -186,7 +186,8 @@ def parse_assignments(items: list[str], what: str) -> dict[str, JSON]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise CliError(f"{what}: expected key=value, got {item!r}", EXIT_BAD_INPUT)
+            where = f"{what}: " if what else ""
+            raise CliError(f"{where}expected key=value, got {item!r}", EXIT_BAD_INPUT)
         try:
             values[key] = json.loads(raw)
         except ValueError:
