@@ -57,8 +57,12 @@ class Scheduler:
         self.clock = clock
 
     async def tick(self, workflow: Mapping[str, JSON], now: datetime | None = None) -> Tick:
-        """One pass for a Workflow object (as read from the API or given by kopf)."""
+        """One pass for a Workflow object (as read from the API or given by kopf).
+
+        Raises pydantic's ValidationError for a Workflow that does not parse.
+        """
         now = now or self.clock()
+        workflow = plain(workflow)
         parsed = Workflow.model_validate(workflow)
         schedule = parsed.spec.schedule
         meta = parsed.metadata
@@ -136,11 +140,25 @@ class Scheduler:
                     resource_version=current["metadata"].get("resourceVersion"),
                 )
                 return
+            except NotFound:
+                return  # the Workflow was deleted meanwhile; its runs go with it
             except Conflict:
-                current = await self.api.get(WORKFLOWS, meta["name"], meta.get("namespace"))
+                try:
+                    current = await self.api.get(WORKFLOWS, meta["name"], meta.get("namespace"))
+                except NotFound:
+                    return
         raise Conflict(
             409, "Conflict", f"workflow {meta['name']}: status kept changing, gave up after {STATUS_ATTEMPTS}"
         )
+
+
+def plain(value: JSON) -> JSON:
+    """Plain dicts and lists from any mappings and sequences (kopf's bodies are views)."""
+    if isinstance(value, Mapping):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
 
 
 def run_object(workflow: Workflow, schedule: Schedule, name: str, scheduled_at: datetime) -> dict[str, JSON]:
