@@ -5,12 +5,12 @@
 # version bump rebuilds and an unchanged version is a no-op.
 set -euo pipefail
 version=${HELM_VERSION:-v4.3.1}
-out=$1
+mkdir -p "$1"
+out=$(cd "$1" && pwd)
 major=${version%%.*}
 binary="$out/helm-$version"
-mkdir -p "$out"
 if [ ! -x "$binary" ]; then
-  work="$(dirname "$out")/gomod-helm-$version"
+  work="$out/gomod-helm-$version"
   mkdir -p "$work"
   cd "$work"
   # Go 1.27 turns on JSONv2 by default; the Kubernetes libraries inside helm
@@ -26,7 +26,6 @@ if [ ! -x "$binary" ]; then
   go build -trimpath \
     -ldflags "-s -w -X helm.sh/helm/$major/internal/version.version=$version" \
     -o "$binary.tmp" "helm.sh/helm/$major/cmd/helm"
-  cd - >/dev/null
   mv "$binary.tmp" "$binary"
   echo "built helm $version in $(( $(date +%s) - start ))s"
 fi

@@ -164,33 +164,33 @@ def test_the_operator_pod_is_locked_down(helm: Path) -> None:
 # ------------------------------------------------------ on the API server
 
 
-def ensure_namespace(kubectl: Path, kubeconfig: Path, name: str) -> None:
+def ensure_namespace(kubectl_path: Path, kubeconfig: Path, name: str) -> None:
     body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    ok(run(kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", "-", body=body))
+    ok(run(kubectl_path, f"--kubeconfig={kubeconfig}", "apply", "-f", "-", body=body))
 
 
 @pytest.fixture
-def chart_namespaces(kubectl: Path, kubeconfig: Path) -> Iterator[list[str]]:
+def chart_namespaces(kubectl_path: Path, kubeconfig: Path) -> Iterator[list[str]]:
     """The namespaces ci/namespaced-values.yaml names."""
     names = ["kwf-chart-a", "kwf-chart-b"]
     for name in names:
-        ensure_namespace(kubectl, kubeconfig, name)
+        ensure_namespace(kubectl_path, kubeconfig, name)
     yield names
 
 
 @pytest.fixture
-def missing_crds(kubectl: Path, kubeconfig: Path) -> Iterator[list[str]]:
+def missing_crds(kubectl_path: Path, kubeconfig: Path) -> Iterator[list[str]]:
     """CRDs a test creates for real (so that objects of their kinds can be dry-run); removed after."""
     created: list[str] = []
     yield created
     for name in created:
-        run(kubectl, f"--kubeconfig={kubeconfig}", "delete", "crd", name, "--wait=false")
+        run(kubectl_path, f"--kubeconfig={kubeconfig}", "delete", "crd", name, "--wait=false")
 
 
-@pytest.mark.usefixtures("installed_crds", "chart_namespaces")
+@pytest.mark.usefixtures("cluster", "chart_namespaces")
 @pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.name.removesuffix("-values.yaml"))
 def test_every_rendered_object_passes_a_server_side_dry_run(
-    helm: Path, kubectl: Path, kubeconfig: Path, namespace: str, values: Path, missing_crds: list[str]
+    helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str, values: Path, missing_crds: list[str]
 ) -> None:
     manifests = render(helm, namespace, "-f", str(values))
     assert manifests
@@ -198,13 +198,13 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
     # to be checked at all; kwf's own CRDs are installed already.
     for crd in find(manifests, "CustomResourceDefinition"):
         name = crd["metadata"]["name"]
-        exists = run(kubectl, f"--kubeconfig={kubeconfig}", "get", "crd", name).returncode == 0
+        exists = run(kubectl_path, f"--kubeconfig={kubeconfig}", "get", "crd", name).returncode == 0
         if not exists:
-            ok(run(kubectl, f"--kubeconfig={kubeconfig}", "create", "-f", "-", body=crd))
+            ok(run(kubectl_path, f"--kubeconfig={kubeconfig}", "create", "-f", "-", body=crd))
             missing_crds.append(name)
             ok(
                 run(
-                    kubectl,
+                    kubectl_path,
                     f"--kubeconfig={kubeconfig}",
                     "wait",
                     "--for=condition=Established",
@@ -214,7 +214,7 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
     body = {"apiVersion": "v1", "kind": "List", "items": manifests}
     out = ok(
         run(
-            kubectl,
+            kubectl_path,
             f"--kubeconfig={kubeconfig}",
             "apply",
             "--server-side",
@@ -233,9 +233,17 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
     assert kinds == sorted(m["kind"] for m in manifests)
 
 
-def can_i(kubectl: Path, kubeconfig: Path, who: str, verb: str, resource: str, namespace: str) -> bool:
+def can_i(kubectl_path: Path, kubeconfig: Path, who: str, verb: str, resource: str, namespace: str) -> bool:
     result = run(
-        kubectl, f"--kubeconfig={kubeconfig}", "auth", "can-i", verb, resource, "-n", namespace, f"--as={who}"
+        kubectl_path,
+        f"--kubeconfig={kubeconfig}",
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        namespace,
+        f"--as={who}",
     )
     assert result.returncode in (0, 1), result.stderr
     return result.returncode == 0
@@ -266,7 +274,7 @@ NOT_GRANTED = [
 
 
 @pytest.fixture
-def installed_rbac(helm: Path, kubectl: Path, kubeconfig: Path, namespace: str) -> Iterator[Any]:
+def installed_rbac(helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str) -> Iterator[Any]:
     """Create, for real, the RBAC objects of one rendering; delete them after."""
     created: list[Manifest] = []
 
@@ -279,7 +287,7 @@ def installed_rbac(helm: Path, kubectl: Path, kubeconfig: Path, namespace: str) 
             if m["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
         ]
         body = {"apiVersion": "v1", "kind": "List", "items": keep}
-        ok(run(kubectl, f"--kubeconfig={kubeconfig}", "apply", "-f", "-", body=body))
+        ok(run(kubectl_path, f"--kubeconfig={kubeconfig}", "apply", "-f", "-", body=body))
         created.extend(keep)
         (account,) = [
             m for m in keep if m["kind"] == "ServiceAccount" and m["metadata"]["name"].startswith(release)
@@ -289,7 +297,7 @@ def installed_rbac(helm: Path, kubectl: Path, kubeconfig: Path, namespace: str) 
     yield install
     if created:
         run(
-            kubectl,
+            kubectl_path,
             f"--kubeconfig={kubeconfig}",
             "delete",
             "--wait=false",
@@ -299,31 +307,31 @@ def installed_rbac(helm: Path, kubectl: Path, kubeconfig: Path, namespace: str) 
         )
 
 
-@pytest.mark.usefixtures("installed_crds")
 def test_cluster_rbac_grants_what_the_operator_does_and_no_more(
-    installed_rbac: Any, kubectl: Path, kubeconfig: Path, namespace: str
+    installed_rbac: Any, kubectl_path: Path, kubeconfig: Path, namespace: str
 ) -> None:
     who = installed_rbac()
     for verb, resource in NEEDED:
-        assert can_i(kubectl, kubeconfig, who, verb, resource, "default"), f"{verb} {resource}"
+        assert can_i(kubectl_path, kubeconfig, who, verb, resource, "default"), f"{verb} {resource}"
     for verb, resource in NOT_GRANTED:
-        assert not can_i(kubectl, kubeconfig, who, verb, resource, "default"), f"{verb} {resource}"
+        assert not can_i(kubectl_path, kubeconfig, who, verb, resource, "default"), f"{verb} {resource}"
 
 
-@pytest.mark.usefixtures("installed_crds")
-def test_inline_steps_add_reading_secrets(installed_rbac: Any, kubectl: Path, kubeconfig: Path) -> None:
+def test_inline_steps_add_reading_secrets(installed_rbac: Any, kubectl_path: Path, kubeconfig: Path) -> None:
     who = installed_rbac("--set", "operator.inline.enabled=true")
-    assert can_i(kubectl, kubeconfig, who, "get", "secrets", "default")
-    assert not can_i(kubectl, kubeconfig, who, "list", "secrets", "default")
+    assert can_i(kubectl_path, kubeconfig, who, "get", "secrets", "default")
+    assert not can_i(kubectl_path, kubeconfig, who, "list", "secrets", "default")
 
 
-@pytest.mark.usefixtures("installed_crds", "chart_namespaces")
+@pytest.mark.usefixtures("cluster", "chart_namespaces")
 def test_namespaced_rbac_stops_at_the_watched_namespaces(
-    installed_rbac: Any, kubectl: Path, kubeconfig: Path, namespace: str
+    installed_rbac: Any, kubectl_path: Path, kubeconfig: Path, namespace: str
 ) -> None:
     who = installed_rbac("-f", str(CHART / "ci" / "namespaced-values.yaml"))
     for verb, resource in NEEDED:
-        assert can_i(kubectl, kubeconfig, who, verb, resource, "kwf-chart-a"), f"{verb} {resource}"
-        assert can_i(kubectl, kubeconfig, who, verb, resource, "kwf-chart-b"), f"{verb} {resource}"
-        assert not can_i(kubectl, kubeconfig, who, verb, resource, "default"), f"{verb} {resource} in default"
-    assert not can_i(kubectl, kubeconfig, who, "list", "customresourcedefinitions", "default")
+        assert can_i(kubectl_path, kubeconfig, who, verb, resource, "kwf-chart-a"), f"{verb} {resource}"
+        assert can_i(kubectl_path, kubeconfig, who, verb, resource, "kwf-chart-b"), f"{verb} {resource}"
+        assert not can_i(kubectl_path, kubeconfig, who, verb, resource, "default"), (
+            f"{verb} {resource} in default"
+        )
+    assert not can_i(kubectl_path, kubeconfig, who, "list", "customresourcedefinitions", "default")
