@@ -94,3 +94,12 @@ bench-plan: $(VENV)/.synced ## time one plan() pass over 100-, 1,000- and 5,000-
 .PHONY: run
 run: install ## run the operator in the foreground against .cluster/kubeconfig
 	$(PY) -m kwf.cli operator --kubeconfig .cluster/kubeconfig $(RUN_ARGS)
+
+# --------------------------------------------------------------------- local
+.PHONY: demo
+demo: install ## run examples/diamond.yaml on this machine, no cluster needed
+	$(VENV)/bin/kwf run examples/diamond.yaml
+
+.PHONY: bench-local
+bench-local: install ## the local executor's cost per step, against bare requests and processes
+	$(PY) -m bench.local

@@ -52,8 +52,14 @@ class _Record:
     finished_at: datetime | None = None
     result: Result | None = None
     message: str | None = None
+    value: Attempt | None = None  # built once per change: observe() runs every pass
 
     def attempt(self) -> Attempt:
+        if self.value is None:
+            self.value = self._attempt()
+        return self.value
+
+    def _attempt(self) -> Attempt:
         return Attempt(
             step=self.launch.step.name,
             number=self.launch.number,
@@ -209,6 +215,7 @@ class LocalExecutor:
         record.finished_at = self._clock()
         record.result = result
         record.message = message
+        record.value = None
         self._changed.set()
 
     def _step_env(self, launch: Launch) -> dict[str, str]:

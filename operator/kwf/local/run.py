@@ -66,10 +66,10 @@ async def run_local(
                 namespace=job.metadata.namespace,
             )
             status = decision.status
-            fresh = False
+            # The plan's status already counts what it launches, so there is
+            # no second pass here: the next one comes when something changes.
             for action in decision.actions:
                 if isinstance(action, Launch):
-                    fresh = fresh or not executor.has(action.step.name, action.number)
                     await executor.launch(action)
                 else:
                     await executor.stop(action)
@@ -77,8 +77,6 @@ async def run_local(
                 on_update(status)
             if status.phase.finished and executor.running == 0:
                 return status
-            if fresh:
-                continue  # plan again at once: the new attempts are now observed as running
             if executor.running == 0 and decision.requeue_after is None and not decision.actions:
                 return status  # nothing runs and nothing is due: the run cannot go on (Stalled)
             await executor.wait(decision.requeue_after)
