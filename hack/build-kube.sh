@@ -7,8 +7,11 @@
 set -euo pipefail
 version=$1 out=$2; shift 2
 staging_version="v0.${version#v1.}"
+mkdir -p "$out"
+# Absolute, because the build runs from the module folder.
+out=$(cd "$out" && pwd)
 work="$(dirname "$out")/gomod-$version"
-mkdir -p "$work" "$out"
+mkdir -p "$work"
 cd "$work"
 export GOFLAGS=-mod=mod CGO_ENABLED=0 GOEXPERIMENT=nojsonv2 GOTOOLCHAIN=local
 if [ ! -f go.mod ]; then
