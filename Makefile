@@ -95,6 +95,27 @@ bench-plan: $(VENV)/.synced ## time one plan() pass over 100-, 1,000- and 5,000-
 run: install ## run the operator in the foreground against .cluster/kubeconfig
 	$(PY) -m kwf.cli operator --kubeconfig .cluster/kubeconfig $(RUN_ARGS)
 
+# ------------------------------------------------------------------ local cluster
+# A control plane and a real node on this machine (tests/localcluster); as root.
+CLUSTER := $(PYTHON) -m tests.localcluster
+export KWF_KUBE_VERSION := $(KUBE_VERSION)
+
+.PHONY: images
+images: install ## build the runner, operator and pause images without a registry (cached)
+	$(CLUSTER) images
+
+.PHONY: cluster-up
+cluster-up: install images ## start the local cluster, or reuse a running one; kubeconfig: .cluster/kubeconfig
+	$(CLUSTER) up
+
+.PHONY: cluster-down
+cluster-down: ## stop the local cluster; leaves no containers, mounts or bridge behind
+	$(CLUSTER) down
+
+.PHONY: cluster-status
+cluster-status: ## which parts of the local cluster run
+	$(CLUSTER) status
+
 # --------------------------------------------------------------------- local
 .PHONY: demo
 demo: install ## run examples/diamond.yaml on this machine, no cluster needed
