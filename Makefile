@@ -18,15 +18,13 @@ $(UV):
 	$(PYTHON) -m venv .tools/uv
 	.tools/uv/bin/pip install -q uv==$(UV_VERSION)
 
+# --locked: fail when uv.lock no longer matches pyproject.toml (run `make lock`).
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet
+	$(UV) sync --locked --quiet
 	touch $@
 
 .PHONY: install
 install: $(VENV)/.synced ## create .venv with kwf and its test tools
-
-uv.lock: pyproject.toml | $(UV)
-	$(UV) lock --quiet
 
 .PHONY: lock
 lock: $(UV) ## update uv.lock from pyproject.toml
