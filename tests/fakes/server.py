@@ -129,6 +129,9 @@ class FakeServer:
 class _Handler(BaseHTTPRequestHandler):
     server_fake: FakeServer
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; without TCP_NODELAY the
+    # second one waits for a delayed ACK (~40 ms a request).
+    disable_nagle_algorithm = True
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
