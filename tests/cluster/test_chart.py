@@ -335,3 +335,44 @@ def test_namespaced_rbac_stops_at_the_watched_namespaces(
             f"{verb} {resource} in default"
         )
     assert not can_i(kubectl_path, kubeconfig, who, "list", "customresourcedefinitions", "default")
+
+
+def test_standby_install_creates_its_peering_and_uninstall_keeps_the_crds(
+    helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str
+) -> None:
+    """A real `helm install`: the peering object is a post-install hook, so it
+    is created after the peering CRD in the same release. The image is one
+    that cannot start, so that no operator runs even where a node exists."""
+    release = f"standby-{namespace}"[:40].rstrip("-")
+    peering = f"{release}-kwf"[:63]
+
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return run(kubectl_path, f"--kubeconfig={kubeconfig}", *args)
+
+    def helm_in(*args: str | Path) -> subprocess.CompletedProcess[str]:
+        return run(helm, f"--kubeconfig={kubeconfig}", "--namespace", namespace, *args)
+
+    installed = helm_in(
+        "install", release, CHART, "-f", CHART / "ci" / "standby-values.yaml",
+        "--set", "operator.image.repository=kwf.local/absent", "--set", "operator.image.pullPolicy=Never",
+        "--take-ownership", "--force-conflicts", "--timeout=2m",
+    )  # fmt: skip
+    try:
+        ok(installed)
+        live = json.loads(ok(kubectl("get", "clusterkopfpeering", peering, "-o", "json")))
+        assert live["metadata"]["labels"]["app.kubernetes.io/instance"] == release
+        deployment = json.loads(ok(kubectl("get", "deployment", peering, "-n", namespace, "-o", "json")))
+        assert deployment["spec"]["replicas"] == 2
+        env = {
+            e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        }
+        assert env["KWF_PEERING"] == peering
+
+        ok(helm_in("uninstall", release, "--wait", "--timeout=2m"))
+        assert kubectl("get", "deployment", peering, "-n", namespace).returncode != 0
+        assert kubectl("get", "clusterrole", peering).returncode != 0
+        for crd in ("jobs.workflow.kwf.dev", "workflows.workflow.kwf.dev", "clusterkopfpeerings.kopf.dev"):
+            ok(kubectl("get", "crd", crd))
+    finally:
+        helm_in("uninstall", release, "--timeout=2m")
+        kubectl("delete", "clusterkopfpeering", peering, "--ignore-not-found")

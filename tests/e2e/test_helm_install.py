@@ -12,7 +12,6 @@ no kube-proxy, so the operator pod uses the node's network and is pointed at
 from __future__ import annotations
 
 import json
-import secrets
 import shlex
 import subprocess
 import time
@@ -24,7 +23,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from tests.localcluster import Layout
+from tests.localcluster.kube import Kube
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -64,11 +63,13 @@ def wait_for(read: Callable[[], T], done: Callable[[T], bool], what: str, timeou
         time.sleep(0.5)
 
 
-class Cluster:
-    def __init__(self, kubeconfig: Path, namespace: str) -> None:
-        self.kubeconfig = kubeconfig
+class Release:
+    """helm and kubectl aimed at the release's namespace."""
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kubeconfig = kube.kubeconfig
         self.namespace = namespace
-        self.kubectl_binary = Layout().kubectl
+        self.kubectl_binary = kube.kubectl_path
         self.helm_binary = REPO / ".cluster" / "bin" / "helm"
 
     def kubectl(self, *args: str, body: Any = None) -> subprocess.CompletedProcess[str]:
@@ -115,57 +116,76 @@ def shell_step(name: str, seconds: int, after: str | None = None) -> Manifest:
 
 
 @pytest.fixture
-def cluster(kubeconfig: Path) -> Iterator[Cluster]:
+def release(cluster: Kube, make_namespace: Callable[[], str]) -> Iterator[Release]:
     subprocess.run(
         [str(REPO / "hack" / "build-helm.sh"), str(REPO / ".cluster" / "bin")], check=True, timeout=1800
     )
-    c = Cluster(kubeconfig, f"kwf-helm-{secrets.token_hex(3)}")
-    ok(c.kubectl("create", "namespace", c.namespace))
+    r = Release(cluster, make_namespace())
     try:
-        yield c
+        yield r
     finally:
-        c.helm("uninstall", RELEASE, "--wait")
-        # Without an operator nothing removes kopf's finalizer from the runs.
-        for item in c.get("jobs.workflow.kwf.dev").get("items", []):
-            c.kubectl("patch", "jobs.workflow.kwf.dev", item["metadata"]["name"], "-n", c.namespace,
+        r.helm("uninstall", RELEASE, "--wait")
+        # Without an operator nothing removes kopf's finalizer from the runs,
+        # and the namespace would never go.
+        for item in r.get("jobs.workflow.kwf.dev").get("items", []):
+            r.kubectl("patch", "jobs.workflow.kwf.dev", item["metadata"]["name"], "-n", r.namespace,
                       "--type=merge", "-p", '{"metadata":{"finalizers":null}}')  # fmt: skip
-        c.kubectl("delete", "namespace", c.namespace, "--wait=false")
 
 
-def values_for_the_test_cluster(cluster: Cluster, tmp_path: Path) -> Path:
-    values = {
-        "operator": {
-            "image": {"tag": "dev", "pullPolicy": "IfNotPresent"},
+def image(reference: str) -> Manifest:
+    repository, tag = reference.rsplit(":", 1)
+    return {"repository": repository, "tag": tag, "pullPolicy": "IfNotPresent"}
+
+
+def values_for(cluster_kind: str, operator_image: str, runner_image: str, tmp_path: Path) -> Path:
+    values: Manifest = {
+        "operator": {"image": image(operator_image)},
+        "runner": {"image": image(runner_image)},
+        # Only this namespace: other tests run their own operators elsewhere.
+        "rbac": {"scope": "namespaces"},
+    }
+    if cluster_kind == "local":
+        values["operator"] |= {
             "hostNetwork": True,
-            # Ports on the node: picked away from anything else on it.
+            # Ports on the node now: picked away from anything else on it.
             "health": {"port": 18471},
             "extraEnv": [
                 {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
                 {"name": "KUBERNETES_SERVICE_PORT", "value": "6443"},
             ],
-        },
-        "runner": {"image": {"tag": "dev", "pullPolicy": "IfNotPresent"}},
-        "metrics": {"port": 18472},
-        # Only this namespace: other tests run their own operators elsewhere.
-        "rbac": {"scope": "namespaces"},
-    }
+        }
+        values["metrics"] = {"port": 18472}
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(values))
     return path
 
 
-def test_install_run_upgrade_uninstall(cluster: Cluster, tmp_path: Path) -> None:
-    values = values_for_the_test_cluster(cluster, tmp_path)
+def test_install_run_upgrade_uninstall(
+    release: Release, cluster_kind: str, operator_image: str, runner_image: str, tmp_path: Path
+) -> None:
+    values = values_for(cluster_kind, operator_image, runner_image, tmp_path)
 
     # ---- install. The CRDs may exist already (other tests install them with
     # kubectl): the release takes them over, as it would from a manual install.
-    ok(cluster.helm("install", RELEASE, CHART, "-f", values, "--take-ownership", "--wait", "--timeout=5m"))
-    (pod,) = wait_for(cluster.operator_pods, lambda pods: len(pods) == 1, "one operator pod")
     ok(
-        cluster.kubectl(
+        release.helm(
+            "install",
+            RELEASE,
+            CHART,
+            "-f",
+            values,
+            "--take-ownership",
+            "--force-conflicts",
+            "--wait",
+            "--timeout=5m",
+        )
+    )
+    (pod,) = wait_for(release.operator_pods, lambda pods: len(pods) == 1, "one operator pod")
+    ok(
+        release.kubectl(
             "wait",
             "-n",
-            cluster.namespace,
+            release.namespace,
             "--for=condition=Ready",
             f"pod/{pod['metadata']['name']}",
             "--timeout=180s",
@@ -173,19 +193,19 @@ def test_install_run_upgrade_uninstall(cluster: Cluster, tmp_path: Path) -> None
     )
 
     # ---- the commands NOTES.txt prints work as printed.
-    notes = ok(cluster.helm("get", "notes", RELEASE))
+    notes = ok(release.helm("get", "notes", RELEASE))
     commands = [line.strip() for line in notes.splitlines() if line.strip().startswith("kubectl ")]
     assert any(c.startswith("kubectl get jobs.workflow") for c in commands), notes
     for command in commands:
         argv = [a for a in shlex.split(command)[1:] if a != "-w"]
         if argv[0] in ("get", "rollout", "logs"):
-            ok(cluster.kubectl(*argv))
+            ok(release.kubectl(*argv))
 
     # ---- the counter example, applied with kubectl, ends with counter 6.
     counter = yaml.safe_load((REPO / "examples" / "counter.yaml").read_text())
-    ok(cluster.kubectl("apply", "-n", cluster.namespace, "-f", "-", body=counter))
+    ok(release.kubectl("apply", "-n", release.namespace, "-f", "-", body=counter))
     name = counter["metadata"]["name"]
-    status = wait_for(lambda: cluster.run_status(name), is_finished, "the counter run to finish")
+    status = wait_for(lambda: release.run_status(name), is_finished, "the counter run to finish")
     assert status["phase"] == "Succeeded", status
     assert status["sharedState"]["counter"] == 6, status
 
@@ -198,15 +218,15 @@ def test_install_run_upgrade_uninstall(cluster: Cluster, tmp_path: Path) -> None
             "steps": [shell_step("first", 0), shell_step("long", 12, "first"), shell_step("last", 0, "long")]
         },
     }
-    ok(cluster.kubectl("apply", "-n", cluster.namespace, "-f", "-", body=chain))
+    ok(release.kubectl("apply", "-n", release.namespace, "-f", "-", body=chain))
     wait_for(
-        lambda: cluster.run_status("through-upgrade"),
+        lambda: release.run_status("through-upgrade"),
         lambda s: step(s, "long").get("phase") == "Running",
         "step long running",
     )
     old_uid = pod["metadata"]["uid"]
     ok(
-        cluster.helm(
+        release.helm(
             "upgrade",
             RELEASE,
             CHART,
@@ -214,22 +234,23 @@ def test_install_run_upgrade_uninstall(cluster: Cluster, tmp_path: Path) -> None
             values,
             "--set",
             "operator.logLevel=debug",
+            "--force-conflicts",
             "--wait",
             "--timeout=5m",
         )
     )
     (new_pod,) = wait_for(
-        cluster.operator_pods,
+        release.operator_pods,
         lambda pods: len(pods) == 1 and pods[0]["metadata"]["uid"] != old_uid,
         "the new operator pod",
     )
     assert "--verbose" in new_pod["spec"]["containers"][0]["args"]
     status = wait_for(
-        lambda: cluster.run_status("through-upgrade"), is_finished, "the run across the upgrade"
+        lambda: release.run_status("through-upgrade"), is_finished, "the run across the upgrade"
     )
     assert status["phase"] == "Succeeded", status
     assert [step(status, s)["attempts"] for s in ("first", "long", "last")] == [1, 1, 1], status
-    children = cluster.get("jobs.batch", "-l", "workflow.kwf.dev/job=through-upgrade")["items"]
+    children = release.get("jobs.batch", "-l", "workflow.kwf.dev/job=through-upgrade")["items"]
     assert len(children) == 3, [c["metadata"]["name"] for c in children]
     # `last` could only start once `long` had ended, after the old operator was gone.
     (last,) = [c for c in children if c["metadata"]["labels"]["workflow.kwf.dev/step"] == "last"]
@@ -238,11 +259,11 @@ def test_install_run_upgrade_uninstall(cluster: Cluster, tmp_path: Path) -> None
     )
 
     # ---- uninstall: the operator goes, the CRDs and every run stay.
-    ok(cluster.helm("uninstall", RELEASE, "--wait", "--timeout=5m"))
-    wait_for(cluster.operator_pods, lambda pods: pods == [], "the operator pod to go")
-    assert cluster.kubectl("get", "deployment", RELEASE, "-n", cluster.namespace).returncode != 0
+    ok(release.helm("uninstall", RELEASE, "--wait", "--timeout=5m"))
+    wait_for(release.operator_pods, lambda pods: pods == [], "the operator pod to go")
+    assert release.kubectl("get", "deployment", RELEASE, "-n", release.namespace).returncode != 0
     for crd in CRDS:
-        ok(cluster.kubectl("get", "crd", crd))
-    kept = {item["metadata"]["name"]: item for item in cluster.get("jobs.workflow.kwf.dev")["items"]}
+        ok(release.kubectl("get", "crd", crd))
+    kept = {item["metadata"]["name"]: item for item in release.get("jobs.workflow.kwf.dev")["items"]}
     assert kept.keys() == {"counter", "through-upgrade"}
     assert kept["counter"]["status"]["sharedState"]["counter"] == 6
