@@ -133,13 +133,12 @@ def test_list_map_keys_are_required_fields_of_the_items(plural: str) -> None:
 
 
 @pytest.mark.parametrize("plural", ["jobs", "workflows"])
-def test_every_string_and_list_under_a_cel_rule_is_bounded_where_rules_read_it(plural: str) -> None:
-    # The rules compare `executor`; the API server estimates a rule's cost from
-    # the largest value a field can hold, times the number of steps.
+def test_steps_are_bounded_for_the_cel_cost_estimate(plural: str) -> None:
+    # The API server multiplies the cost of each rule on a step by the most
+    # steps a list can hold; without a bound it refuses the CRD.
     steps = lookup(schema_of(plural), "spec.steps")
     assert steps["maxItems"] == MAX_STEPS
-    assert steps["items"]["properties"]["executor"]["maxLength"] == len("inline")
-    assert steps["items"]["properties"]["env"]["maxItems"] <= 256
+    assert "x-kubernetes-validations" in steps["items"]
 
 
 def test_cel_rules_of_the_models_are_in_place() -> None:
@@ -231,7 +230,6 @@ def test_optional_refs_are_inlined_with_the_fields_own_description() -> None:
         "type": "string",
         "default": "a",
         "enum": ["a", "bbb"],
-        "maxLength": 3,
     }
     assert schema["properties"]["fixed"]["enum"] == [5]
 

@@ -186,7 +186,7 @@ class Step(Model):
         description="a step that runs only when this one fails for good; its output stands in for this one's",
     )
     executor: Executor = Executor.POD
-    env: list[EnvVar] | None = Field(default=None, max_length=256)
+    env: list[EnvVar] | None = None
     resources: Resources | None = None
 
     model_config = ConfigDict(
