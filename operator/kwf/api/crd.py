@@ -25,9 +25,11 @@ Workflow short name. Neither kind is in ``all``, so ``kubectl delete all
 
 CEL cost: the API server estimates each rule's cost from the largest list
 and string it can meet. ``maxItems: 1000`` on steps is what bounds the rules on
-a step; the step-type rule is the dearest at 83 a step, so 1000 steps use under
-1% of the per-rule limit (10M) and the whole schema under 0.1% of its limit
-(100M). A cluster test keeps ten times that headroom.
+a step (83, 5 and 3 a step for the step-type, executor and llm rules, as the
+API server reports them), so 1000 steps use under 1% of the per-rule limit
+(10M). A step's env list needs no bound of its own: the server bounds it by the
+request size, which costs less than any ``maxItems`` worth having. A cluster
+test keeps ten times the room of today's rules.
 
 A printer column cannot count a list (kubectl's JSONPath has no length), so
 the Workflow table shows its schedule rather than its number of steps.
