@@ -242,7 +242,7 @@ class Rerun(Model):
 
 class JobSpec(Model):
     workflow_ref: WorkflowRef | None = None
-    steps: Steps | None = None
+    steps: Annotated[Steps, Field(min_length=1)] | None = None
     params: dict[str, JSON] = Field(
         default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
