@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from plan_builders import Run, job, step
+from tests.unit.engine.plan_builders import Run, job, step
 
 from kwf.engine.types import AttemptPhase, Limits
 

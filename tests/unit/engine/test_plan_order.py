@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plan_builders import T0, Run, job, step
+from tests.unit.engine.plan_builders import T0, Run, job, step
 
 from kwf.engine.types import AttemptPhase, Launch
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plan_builders import T0
+from tests.unit.engine.plan_builders import T0
 
 from kwf.api import JobSpec, JobStatus
 from kwf.engine.plan import plan
