@@ -196,6 +196,9 @@ def logs_command(
             except ApiError as exc:  # e.g. the container has not started yet
                 typer.echo(f"(no log: {exc.message})")
                 continue
+            if not text:
+                typer.echo("(no log yet)")
+                continue
             typer.echo(text, nl=not text.endswith("\n"))
 
     run("logs", Target(kubeconfig, context, namespace), work)
@@ -263,9 +266,8 @@ def retry_command(
                     EXIT_BAD_INPUT,
                 )
         # A new id is a new request: the operator carries out each id once.
-        request = {"id": f"{utcnow():%Y%m%d%H%M%S}-{secrets.token_hex(3)}"}
-        if step is not None:
-            request["step"] = step
+        # step None is sent as null: a merge patch must remove an earlier step.
+        request = {"id": f"{utcnow():%Y%m%d%H%M%S}-{secrets.token_hex(3)}", "step": step}
         updated = await patch_run(api, ns, name, {"spec": {"rerun": request}})
         if output is Format.TEXT:
             what = f"step {step} and all after it" if step else "failed steps"
