@@ -22,8 +22,6 @@ from tests.support.runs import (
     wait_for,
 )
 
-pytestmark = pytest.mark.usefixtures("installed_crds")
-
 SLEEP = "import time; time.sleep(3600)"
 
 

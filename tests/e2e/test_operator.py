@@ -25,8 +25,6 @@ from tests.support.runs import (
     wait_for,
 )
 
-pytestmark = pytest.mark.usefixtures("installed_crds")
-
 JSON = Any
 INCREMENT = """
 import json, os

@@ -20,7 +20,7 @@ from kwf.k8s.api import BATCH_JOBS, Client, load_kubeconfig
 from tests.support.operator_process import OperatorProcess
 from tests.support.runs import apply_run, get_run, is_finished, run_body, script, step_status, wait_for
 
-pytestmark = [pytest.mark.usefixtures("installed_crds"), pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RUNS = 20
 KILLS = 30

@@ -122,7 +122,8 @@ def condition(run: Mapping[str, JSON], kind: str) -> dict[str, JSON] | None:
 
 
 def step_status(run: Mapping[str, JSON], step: str) -> dict[str, JSON]:
+    """The step's entry in status; empty while the operator has not written one."""
     for item in (run.get("status") or {}).get("steps") or ():
         if item.get("name") == step:
             return dict(item)
-    raise AssertionError(f"no step {step!r} in status: {run.get('status')!r}")
+    return {}

@@ -136,6 +136,11 @@ class Config:
     ssl_context: ssl.SSLContext | bool
     token: str | None = None
     namespace: str = "default"
+    # The raw material, for other clients of the same cluster (kopf's login).
+    ca_data: bytes | None = dataclasses.field(default=None, repr=False)
+    cert_data: bytes | None = dataclasses.field(default=None, repr=False)
+    key_data: bytes | None = dataclasses.field(default=None, repr=False)
+    insecure: bool = False
 
 
 def _material(entry: Mapping[str, JSON], key: str, base: Path) -> bytes | None:
@@ -185,17 +190,19 @@ def load_kubeconfig(path: str | os.PathLike[str], context: str | None = None) ->
     token = user.get("token")
     if not token and user.get("tokenFile"):
         token = (base / user["tokenFile"]).read_text().strip()
-    ssl_context = _ssl_context(
-        _material(cluster, "certificate-authority", base),
-        _material(user, "client-certificate", base),
-        _material(user, "client-key", base),
-        bool(cluster.get("insecure-skip-tls-verify")),
-    )
+    ca = _material(cluster, "certificate-authority", base)
+    cert = _material(user, "client-certificate", base)
+    key = _material(user, "client-key", base)
+    insecure = bool(cluster.get("insecure-skip-tls-verify"))
     return Config(
         server=cluster["server"].rstrip("/"),
-        ssl_context=ssl_context,
+        ssl_context=_ssl_context(ca, cert, key, insecure),
         token=token,
         namespace=ctx.get("namespace") or "default",
+        ca_data=ca,
+        cert_data=cert,
+        key_data=key,
+        insecure=insecure,
     )
 
 
@@ -204,9 +211,11 @@ def load_in_cluster() -> Config:
     if ":" in host:
         host = f"[{host}]"
     namespace_file = IN_CLUSTER_DIR / "namespace"
+    ca = (IN_CLUSTER_DIR / "ca.crt").read_bytes()
     return Config(
         server=f"https://{host}:{port}",
-        ssl_context=_ssl_context((IN_CLUSTER_DIR / "ca.crt").read_bytes(), None, None, False),
+        ssl_context=_ssl_context(ca, None, None, False),
+        ca_data=ca,
         token=(IN_CLUSTER_DIR / "token").read_text().strip(),
         namespace=namespace_file.read_text().strip() if namespace_file.exists() else "default",
     )

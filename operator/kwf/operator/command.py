@@ -50,7 +50,8 @@ def operator(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    for noisy in ("httpx2", "httpcore2", "kopf"):
+        logging.getLogger(noisy).setLevel(logging.INFO if noisy == "kopf" else logging.WARNING)
     options = Options(
         namespaces=tuple(namespace or ()),
         kubeconfig=kubeconfig,

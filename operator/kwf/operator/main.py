@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +13,7 @@ import kopf
 
 from kwf.api import GROUP, VERSION
 from kwf.engine.types import Limits
-from kwf.k8s.api import Client, load_config
+from kwf.k8s.api import Client, Config, load_config
 from kwf.k8s.manifests import PodOptions
 from kwf.operator import metrics
 from kwf.operator.controller import Controller, Settings
@@ -34,13 +33,26 @@ class Options:
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
-def registry_for(controller: Controller) -> kopf.OperatorRegistry:
+def registry_for(controller: Controller, config: Config) -> kopf.OperatorRegistry:
     """kopf's part: every event of a run (create, change, resume, delete) lands in
     the same queue. The handler only records the body; it never blocks."""
     registry = kopf.OperatorRegistry()
 
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf connects with the very credentials our own client uses.
+        return kopf.ConnectionInfo(
+            server=config.server,
+            ca_data=config.ca_data,
+            insecure=config.insecure,
+            token=config.token,
+            certificate_data=config.cert_data,
+            private_key_data=config.key_data,
+            default_namespace=config.namespace,
+        )
+
     @kopf.on.event(GROUP, VERSION, "jobs", registry=registry)  # type: ignore[arg-type]
-    def run_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
+    async def run_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
         raw = dict(body)
         controller.run_changed(raw, deleted=event.get("type") == "DELETED")
 
@@ -58,9 +70,6 @@ def settings() -> kopf.OperatorSettings:
 
 
 async def run(options: Options, stop: asyncio.Event | None = None) -> None:
-    if options.kubeconfig:
-        # kopf reads the same kubeconfig for its own connection.
-        os.environ["KUBECONFIG"] = options.kubeconfig
     config = await asyncio.to_thread(load_config, options.kubeconfig)
     if options.metrics_port is not None:
         metrics.serve(options.metrics_port)
@@ -75,7 +84,7 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
         announcing = asyncio.create_task(_announce(controller, kopf_ready, options), name="ready")
         try:
             await kopf.operator(
-                registry=registry_for(controller),
+                registry=registry_for(controller, config),
                 settings=settings(),
                 clusterwide=not options.namespaces,
                 namespaces=list(options.namespaces),
