@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -376,3 +377,15 @@ def test_standby_install_creates_its_peering_and_uninstall_keeps_the_crds(
     finally:
         helm_in("uninstall", release, "--timeout=2m")
         kubectl("delete", "clusterkopfpeering", peering, "--ignore-not-found")
+
+
+def test_the_run_in_notes_is_a_valid_job(
+    helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str
+) -> None:
+    out = ok(run(helm, "install", "kwf", CHART, "--dry-run=client", "--namespace", namespace))
+    notes = out.split("NOTES:", 1)[1]
+    assert f"kubectl get jobs.workflow -n {namespace}" in notes
+    heredoc = notes.split("<<'YAML'", 1)[1].split("\n", 1)[1].split("\n  YAML\n", 1)[0]
+    job = yaml.safe_load(textwrap.dedent(heredoc))
+    kubectl = [kubectl_path, f"--kubeconfig={kubeconfig}"]
+    ok(run(*kubectl, "create", "--dry-run=server", "-n", namespace, "-f", "-", body=job))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -196,9 +197,15 @@ def test_install_run_upgrade_uninstall(
     notes = ok(release.helm("get", "notes", RELEASE))
     commands = [line.strip() for line in notes.splitlines() if line.strip().startswith("kubectl ")]
     assert any(c.startswith("kubectl get jobs.workflow") for c in commands), notes
+    # The run NOTES.txt shows how to start, fed to kubectl as its heredoc would be.
+    heredoc = notes.split("<<'YAML'", 1)[1].split("\n", 1)[1].split("\n  YAML\n", 1)[0]
+    hello = yaml.safe_load(textwrap.dedent(heredoc))
+    ok(release.kubectl("apply", "-n", release.namespace, "-f", "-", body=hello))
+    status = wait_for(lambda: release.run_status("hello"), is_finished, "the run from NOTES.txt")
+    assert status["phase"] == "Succeeded", status
     for command in commands:
         argv = [a for a in shlex.split(command)[1:] if a != "-w"]
-        if argv[0] in ("get", "rollout", "logs"):
+        if argv[0] != "apply":
             ok(release.kubectl(*argv))
 
     # ---- the counter example, applied with kubectl, ends with counter 6.
@@ -265,5 +272,5 @@ def test_install_run_upgrade_uninstall(
     for crd in CRDS:
         ok(release.kubectl("get", "crd", crd))
     kept = {item["metadata"]["name"]: item for item in release.get("jobs.workflow.kwf.dev")["items"]}
-    assert kept.keys() == {"counter", "through-upgrade"}
+    assert kept.keys() == {"hello", "counter", "through-upgrade"}
     assert kept["counter"]["status"]["sharedState"]["counter"] == 6
