@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
+from collections.abc import Iterator
 
 from . import cleanup, controlplane, images, node, packages
 from .layout import BRIDGE, Layout
@@ -18,6 +21,24 @@ def up(layout: Layout | None = None, *, with_node: bool = True) -> Layout:
     tier); a node that runs already is left as it is.
     """
     layout = layout or Layout()
+    with _exclusive(layout):
+        return _up(layout, with_node)
+
+
+@contextlib.contextmanager
+def _exclusive(layout: Layout) -> Iterator[None]:
+    """One `up` or `down` at a time: test sessions and `make` share the cluster.
+
+    A second caller waits, then finds the cluster healthy and reuses it,
+    instead of restarting what the first one is still starting.
+    """
+    layout.root.mkdir(parents=True, exist_ok=True)
+    with (layout.root / "cluster.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _up(layout: Layout, with_node: bool) -> Layout:
     started = time.monotonic()
     packages.ensure_debian(packages.CONTROL_PLANE_PACKAGES | (packages.NODE_PACKAGES if with_node else {}))
     packages.ensure_kube(layout, CONTROL_PLANE_PROGRAMS + (("kubelet",) if with_node else ()))
@@ -48,6 +69,11 @@ def up(layout: Layout | None = None, *, with_node: bool = True) -> Layout:
 def down(layout: Layout | None = None) -> list[str]:
     """Stop exactly what `up` started and remove the node's containers, mounts and bridge."""
     layout = layout or Layout()
+    with _exclusive(layout):
+        return _down(layout)
+
+
+def _down(layout: Layout) -> list[str]:
     stopped = cleanup.stop_node(layout)
     leftovers = node.pod_network_leftovers()
     if leftovers:

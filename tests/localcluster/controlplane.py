@@ -163,6 +163,8 @@ def _start_apiserver(layout: Layout) -> None:
         f"--service-account-signing-key-file={pki / 'sa.key'}",
         f"--service-cluster-ip-range={SERVICE_SUBNET}",
         "--authorization-mode=Node,RBAC",
+        # The node has no resolvable name; the apiserver reaches the kubelet by its address.
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
     ])  # fmt: skip

@@ -4,8 +4,9 @@ No image can be pulled here, so every layer is made on this machine:
 
 - a Debian bookworm base (debootstrap minbase + python3), used as the
   Dockerfiles' BASE build argument in place of python:3.11-slim;
-- a wheelhouse with kwf and its dependencies (pinned from uv.lock), built on
-  the host, so that `pip install --no-index` works in a build without network;
+- a wheelhouse with kwf's dependencies (pinned from uv.lock) and its build
+  backend, made on the host, so that `pip install --no-index` works in a
+  build without network;
 - the pause image, from a static binary compiled here.
 
 Each result is kept under `.cluster/images/` with a hash of its inputs; a
@@ -20,7 +21,8 @@ import hashlib
 import shutil
 import sys
 import time
-from collections.abc import Iterable
+import tomllib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from . import procs
@@ -104,18 +106,21 @@ def build_all(layout: Layout) -> None:
     with (layout.images / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per clone
         _timed("pause image", lambda: build_pause(layout))
-        _timed("Debian base", lambda: build_base(layout))
-        _timed("wheelhouse", lambda: build_wheelhouse(layout))
+        new_base = _timed("Debian base", lambda: build_base(layout))
+        new_wheels = _timed("wheelhouse", lambda: build_wheelhouse(layout))
+        if new_base or new_wheels:
+            # The old dependency layers can never be used again. Otherwise the
+            # unnamed images of earlier builds are podman's layer cache: kept.
+            procs.run([*podman(layout), "image", "prune", "--force"], check=False)
         for image in APP_IMAGES:
             _timed(image, lambda image=image: build_app(layout, image))
-        # Dangling layers of replaced builds; the hashes above are the cache that counts.
-        procs.run([*podman(layout), "image", "prune", "--force"], check=False)
 
 
-def _timed(what: str, action) -> None:  # type: ignore[no-untyped-def]
+def _timed(what: str, action: Callable[[], bool]) -> bool:
     started = time.monotonic()
-    result = action()
-    print(f"  {what}: {'built' if result else 'cached'} ({time.monotonic() - started:.1f}s)", flush=True)
+    built = action()
+    print(f"  {what}: {'built' if built else 'cached'} ({time.monotonic() - started:.1f}s)", flush=True)
+    return built
 
 
 def build_pause(layout: Layout) -> bool:
@@ -210,10 +215,10 @@ def _pip() -> list[str]:
 
 
 def build_wheelhouse(layout: Layout) -> bool:
-    """Wheels of kwf's dependencies, pinned by uv.lock (kwf's own wheel is added per build)."""
+    """Wheels of kwf's dependencies, pinned by uv.lock, and of hatchling, which builds kwf."""
     wheelhouse = layout.images / "wheelhouse"
     stamp = Stamp(wheelhouse / "constraints.txt")
-    key = _hash(REPO_ROOT / "uv.lock", REPO_ROOT / "pyproject.toml")
+    key = _hash(REPO_ROOT / "uv.lock", REPO_ROOT / "pyproject.toml", "build backend")
     if stamp.fresh(key):
         return False
     shutil.rmtree(wheelhouse, ignore_errors=True)
@@ -225,11 +230,17 @@ def build_wheelhouse(layout: Layout) -> bool:
     (wheelhouse / "requirements.in").write_text(constraints)
     procs.run(
         [*_pip(), "wheel", "--quiet", "--disable-pip-version-check", "--wheel-dir", wheelhouse,
-         "--requirement", wheelhouse / "requirements.in"]
+         "--requirement", wheelhouse / "requirements.in", *_build_requirements()]
     )  # fmt: skip
     stamp.path.write_text(constraints)
     stamp.record(key)
     return True
+
+
+def _build_requirements() -> list[str]:
+    with (REPO_ROOT / "pyproject.toml").open("rb") as file:
+        requires: list[str] = tomllib.load(file)["build-system"]["requires"]
+    return requires
 
 
 def _context(layout: Layout) -> Path:
@@ -243,9 +254,7 @@ def _context(layout: Layout) -> Path:
         shutil.copytree(
             REPO_ROOT / tree, context / tree, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
         )
-    wheels = context / "images" / "wheelhouse"
-    shutil.copytree(layout.images / "wheelhouse", wheels)
-    procs.run([_uv(), "build", "--wheel", "--quiet", "--out-dir", wheels, REPO_ROOT], cwd=REPO_ROOT)
+    shutil.copytree(layout.images / "wheelhouse", context / "images" / "wheelhouse")
     return context
 
 
@@ -267,7 +276,6 @@ def build_app(layout: Layout, image: str) -> bool:
         layout, image, context, dockerfile, stamp.path,
         build_args={
             "BASE": BASE_IMAGE,
-            "KWF": "kwf",
             "PIP_OPTIONS": "--no-index --constraint /wheelhouse/constraints.txt",
         },
     )  # fmt: skip
@@ -326,3 +334,18 @@ def import_all(layout: Layout, names: Iterable[str] = (PAUSE_IMAGE, RUNNER_IMAGE
         procs.run([*ctr(layout), "--namespace", "k8s.io", "images", "import", stamp.path])
         record.write_text(stamp.key())
         print(f"  imported {name}", flush=True)
+    _forget_replaced(layout)
+
+
+def _forget_replaced(layout: Layout) -> None:
+    """Drop the references containerd's CRI keeps to builds that a new import replaced.
+
+    A container still running such a build keeps its snapshot; only the
+    reference, and in time the content, go.
+    """
+    listing = procs.run([*ctr(layout), "--namespace", "k8s.io", "images", "list"]).stdout.splitlines()[1:]
+    rows = [line.split() for line in listing if line.strip()]
+    named = {row[2] for row in rows if not row[0].startswith("sha256:")}
+    replaced = [row[0] for row in rows if row[0].startswith("sha256:") and row[2] not in named]
+    if replaced:
+        procs.run([*ctr(layout), "--namespace", "k8s.io", "images", "remove", *replaced], check=False)
