@@ -125,6 +125,11 @@ def release(cluster: Kube, make_namespace: Callable[[], str]) -> Iterator[Releas
     try:
         yield r
     finally:
+        # Shown by pytest when the test failed: what the operator pod went through.
+        selector = f"app.kubernetes.io/instance={RELEASE}"
+        for args in (("get", "pods", "-o", "wide"), ("describe", "pods", "-l", selector),
+                     ("logs", "-l", selector, "--tail=200", "--all-containers")):  # fmt: skip
+            print(r.kubectl(*args, "-n", r.namespace).stdout)
         r.helm("uninstall", RELEASE, "--wait")
         # Without an operator nothing removes kopf's finalizer from the runs,
         # and the namespace would never go.
