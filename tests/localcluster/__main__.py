@@ -25,8 +25,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             cluster.up(layout, with_node=not args.no_node)
         elif args.command == "down":
+            started = time.monotonic()
             stopped = cluster.down(layout)
-            print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+            what = ", ".join(stopped) or "nothing was running"
+            print(f"stopped in {time.monotonic() - started:.1f}s: {what}")
         elif args.command == "status":
             state = cluster.status(layout)
             for name, ok in state.items():

@@ -204,3 +204,6 @@ def _start_controllers(layout: Layout) -> None:
     ):
         url = f"https://127.0.0.1:{port}/healthz"
         _wait(layout, name, lambda url=url: https_get(layout, url)[0] == 200)
+    # Until the controller-manager has made it, pods in `default` are refused.
+    account = f"{layout.api_server}/api/v1/namespaces/default/serviceaccounts/default"
+    _wait(layout, "kube-controller-manager", lambda: https_get(layout, account)[0] == 200)

@@ -49,7 +49,7 @@ def _kind() -> Iterator[Kube]:
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "info"], capture_output=True).returncode != 0:
         pytest.skip("--cluster=kind needs a working Docker daemon (`docker info` failed)")
-    from pytest_kind import KindCluster
+    from pytest_kind import KindCluster  # type: ignore[import-untyped]
 
     kubectl = Layout().kubectl if Layout().kubectl.exists() else shutil.which("kubectl")
     kind_binary = shutil.which("kind")

@@ -17,6 +17,7 @@ build whose inputs did not change is skipped. podman keeps its storage under
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import shutil
 import sys
@@ -25,7 +26,7 @@ import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from . import procs
+from . import packages, procs
 from .layout import OPERATOR_IMAGE, PAUSE_IMAGE, REPO_ROOT, RUNNER_IMAGE, Layout
 from .procs import ClusterError
 
@@ -102,6 +103,7 @@ class Stamp:
 
 def build_all(layout: Layout) -> None:
     """Build whatever image is out of date; print what each part took."""
+    packages.ensure_debian(packages.IMAGE_PACKAGES)
     layout.images.mkdir(parents=True, exist_ok=True)
     with (layout.images / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per clone
@@ -113,7 +115,7 @@ def build_all(layout: Layout) -> None:
             # unnamed images of earlier builds are podman's layer cache: kept.
             procs.run([*podman(layout), "image", "prune", "--force"], check=False)
         for image in APP_IMAGES:
-            _timed(image, lambda image=image: build_app(layout, image))
+            _timed(image, functools.partial(build_app, layout, image))
 
 
 def _timed(what: str, action: Callable[[], bool]) -> bool:
