@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 from . import images, procs
-from .layout import Layout
+from .layout import CNI_NETWORK, Layout
 from .procs import ClusterError
 
 SHIM = "containerd-shim-runc-v2"
+CNI_RESULTS = "/var/lib/cni/results"
 
 
 def stop_node(layout: Layout) -> list[str]:
@@ -39,6 +40,11 @@ def stop_node(layout: Layout) -> list[str]:
         _unmount_all(folder)
     shutil.rmtree(layout.containerd_state, ignore_errors=True)
     shutil.rmtree(layout.cni_state, ignore_errors=True)
+    # libcni caches each attachment's result system-wide, named after the network.
+    for cached in Path(CNI_RESULTS).glob(f"{CNI_NETWORK}-*-eth0"):
+        sandbox = cached.name.removeprefix(f"{CNI_NETWORK}-").removesuffix("-eth0")
+        Path(CNI_RESULTS, f"cni-loopback-{sandbox}-lo").unlink(missing_ok=True)
+        cached.unlink(missing_ok=True)
     remaining = [point for folder in node_dirs for point in mounts_under(folder)]
     if remaining:
         raise ClusterError("mounts left under the cluster folder:\n  " + "\n  ".join(remaining))

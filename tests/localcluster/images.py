@@ -52,6 +52,7 @@ def podman(layout: Layout) -> list[str]:
         "podman",
         "--root", str(layout.podman_root),
         "--runroot", str(layout.podman_run),
+        "--tmpdir", str(layout.podman_run / "libpod"),
         "--storage-driver", "overlay",
         # crun fails on this machine's hybrid cgroup layout; no systemd either.
         "--runtime", "/usr/sbin/runc",
