@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 from tests.localcluster.kube import Kube
 
@@ -11,7 +12,7 @@ from tests.localcluster.kube import Kube
 NOWHERE = {"kwf.dev/test-node": "none"}
 
 
-def test_apiserver_is_ready(kubectl) -> None:
+def test_apiserver_is_ready(kubectl: Callable[..., str]) -> None:
     assert kubectl("get", "--raw", "/readyz").strip() == "ok"
 
 

@@ -74,12 +74,13 @@ def down(layout: Layout | None = None) -> list[str]:
 
 
 def _down(layout: Layout) -> list[str]:
-    stopped = cleanup.stop_node(layout)
+    stopped: list[str] = []
+    controlplane.timed("node", lambda: stopped.extend(cleanup.stop_node(layout)))
     leftovers = node.pod_network_leftovers()
     if leftovers:
         raise ClusterError(f"pod interfaces still on {BRIDGE}: {', '.join(leftovers)}")
     node.delete_bridge()
-    stopped += controlplane.stop(layout)
+    controlplane.timed("control plane", lambda: stopped.extend(controlplane.stop(layout)))
     remaining = cleanup.mounts_under(layout.root)
     if remaining:
         raise ClusterError("mounts left under the cluster folder:\n  " + "\n  ".join(remaining))

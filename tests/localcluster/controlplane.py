@@ -13,7 +13,7 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import certs, procs
@@ -66,8 +66,12 @@ def healthy(layout: Layout) -> bool:
 
 
 def stop(layout: Layout) -> list[str]:
-    """Stop whatever control-plane process of ours runs; the names of those stopped."""
-    return [name for name in COMPONENTS if procs.stop(name, layout.pid_file(name))]
+    """Stop whatever control-plane process of ours runs; the names of those stopped.
+
+    A short grace: the API server otherwise waits out clients' open requests
+    (up to a minute), and the next start wipes etcd anyway.
+    """
+    return [name for name in COMPONENTS if procs.stop(name, layout.pid_file(name), timeout=3)]
 
 
 def start(layout: Layout) -> None:
@@ -81,7 +85,7 @@ def start(layout: Layout) -> None:
     timed("controller-manager, scheduler", lambda: _start_controllers(layout))
 
 
-def timed(what: str, action) -> None:  # type: ignore[no-untyped-def]
+def timed(what: str, action: Callable[[], object]) -> None:
     started = time.monotonic()
     action()
     print(f"  {what}: {time.monotonic() - started:.1f}s", flush=True)
@@ -111,7 +115,7 @@ def _launch(layout: Layout, name: str, argv: Sequence[str | Path]) -> procs.Reco
     return procs.start(name, argv, pid_file=layout.pid_file(name), log_file=layout.log_file(name))
 
 
-def _wait(layout: Layout, name: str, check, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+def _wait(layout: Layout, name: str, check: Callable[[], object], timeout: float = 60) -> None:
     """Wait for `check()`, failing at once if the process died meanwhile."""
 
     def ready() -> bool:
@@ -198,12 +202,15 @@ def _start_controllers(layout: Layout) -> None:
         "--leader-elect=false",
         "--profiling=false",
     ])  # fmt: skip
-    for name, port in (
-        ("kube-controller-manager", CONTROLLER_MANAGER_PORT),
-        ("kube-scheduler", SCHEDULER_PORT),
-    ):
-        url = f"https://127.0.0.1:{port}/healthz"
-        _wait(layout, name, lambda url=url: https_get(layout, url)[0] == 200)
+
+    def answers(url: str) -> Callable[[], bool]:
+        return lambda: https_get(layout, url)[0] == 200
+
+    _wait(layout, "kube-controller-manager", answers(f"https://127.0.0.1:{CONTROLLER_MANAGER_PORT}/healthz"))
+    _wait(layout, "kube-scheduler", answers(f"https://127.0.0.1:{SCHEDULER_PORT}/healthz"))
     # Until the controller-manager has made it, pods in `default` are refused.
-    account = f"{layout.api_server}/api/v1/namespaces/default/serviceaccounts/default"
-    _wait(layout, "kube-controller-manager", lambda: https_get(layout, account)[0] == 200)
+    _wait(
+        layout,
+        "kube-controller-manager",
+        answers(f"{layout.api_server}/api/v1/namespaces/default/serviceaccounts/default"),
+    )

@@ -14,8 +14,11 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class ClusterError(RuntimeError):
@@ -165,7 +168,9 @@ def run(
     return result
 
 
-def wait_for(what: str, predicate, *, timeout: float, interval: float = 0.05, log: Path | None = None):  # type: ignore[no-untyped-def]
+def wait_for(
+    what: str, predicate: Callable[[], T], *, timeout: float, interval: float = 0.05, log: Path | None = None
+) -> T:
     """Poll until `predicate()` is truthy and return its value, or fail naming `what`."""
     deadline = time.monotonic() + timeout
     while True:
