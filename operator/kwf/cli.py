@@ -17,11 +17,13 @@ from rich.console import Console
 
 import kwf
 from kwf.api import JobPhase, JobStatus
+from kwf.clusterctl import register as register_cluster_commands
 from kwf.local.executor import utcnow
 from kwf.local.lint import lint_paths
 from kwf.local.progress import LineProgress, LiveProgress, status_json
 from kwf.local.run import run_local
 from kwf.local.source import SourceError
+from kwf.operator.command import register as register_operator_command
 
 app = typer.Typer(
     name="kwf",
@@ -139,8 +141,8 @@ def version() -> None:
 # --- cluster commands -------------------------------------------------------
 # Each module adds its own commands to `app` here, one line apiece, e.g.
 #     app.add_typer(operator_app, name="operator")   or   clusterctl.register(app)
-__import__("kwf.operator.command", fromlist=["register"]).register(app)
-__import__("kwf.clusterctl", fromlist=["register"]).register(app)
+register_operator_command(app)
+register_cluster_commands(app)
 
 
 def main() -> None:

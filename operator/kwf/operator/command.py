@@ -9,8 +9,6 @@ from typing import Annotated
 
 import typer
 
-from kwf.operator.main import Options, run
-
 DEFAULT_RUNNER_IMAGE = "kwf.local/runner:dev"
 
 
@@ -44,6 +42,10 @@ def operator(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """Run the kwf operator in the foreground until SIGINT/SIGTERM."""
+    # Imported here: kopf and the API client take seconds to import, which
+    # every other `kwf` command would pay otherwise.
+    from kwf.operator.main import Options, run
+
     if all_namespaces and namespace:
         raise typer.BadParameter("use either --namespace or --all-namespaces", param_hint="--namespace")
     logging.basicConfig(
