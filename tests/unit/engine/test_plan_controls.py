@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.unit.engine.plan_builders import Run, job, step
-
 from kwf.engine.types import AttemptPhase, Limits
+from tests.unit.engine.plan_builders import Run, job, step
 
 
 def test_suspend_starts_nothing_new_and_lets_running_steps_finish() -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.unit.engine.plan_builders import T0, Run, job, step
-
 from kwf.engine.types import Attempt, AttemptPhase, Limits
+from tests.unit.engine.plan_builders import T0, Run, job, step
 
 RETRY = {"limit": 2, "backoff": {"seconds": 10, "factor": 3, "maxSeconds": 20}}
 

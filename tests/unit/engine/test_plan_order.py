@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tests.unit.engine.plan_builders import T0, Run, job, step
-
 from kwf.engine.types import AttemptPhase, Launch
+from tests.unit.engine.plan_builders import T0, Run, job, step
 
 
 def test_steps_start_in_dependency_order_with_fan_out() -> None:

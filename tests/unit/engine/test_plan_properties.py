@@ -7,12 +7,12 @@ from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.unit.engine.plan_builders import T0
 
 from kwf.api import JobSpec, JobStatus
 from kwf.engine.plan import plan
 from kwf.engine.state import merge_all, merge_patch
 from kwf.engine.types import Attempt, AttemptPhase, Launch, Result, Stop
+from tests.unit.engine.plan_builders import T0
 
 
 @st.composite
