@@ -39,6 +39,9 @@ def operator(
     inline: Annotated[
         bool, typer.Option("--inline", help="run steps with executor: inline in the operator")
     ] = False,
+    inline_concurrency: Annotated[
+        int, typer.Option("--inline-concurrency", min=1, help="inline step attempts running at once")
+    ] = 32,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """Run the kwf operator in the foreground until SIGINT/SIGTERM."""
@@ -61,6 +64,7 @@ def operator(
         metrics_port=metrics_port,
         liveness_port=liveness_port,
         inline=inline,
+        inline_concurrency=inline_concurrency,
     )
     asyncio.run(run(options))
 

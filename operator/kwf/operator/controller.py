@@ -32,6 +32,7 @@ from kwf.k8s.observe import is_child_of
 from kwf.local.source import format_path
 from kwf.operator import metrics
 from kwf.operator.events import EventRecorder, changes
+from kwf.operator.inline import DEFAULT_CONCURRENCY, InlineRunner, SecretCache, secret_fetcher
 from kwf.operator.queue import WorkQueue
 
 JSON = Any
@@ -59,6 +60,8 @@ class Settings:
     pod: PodOptions = dataclasses.field(default_factory=PodOptions)
     limits: Limits = dataclasses.field(default_factory=Limits)
     resync_seconds: float = RESYNC_SECONDS
+    inline: bool = False  # run executor: inline steps in this process
+    inline_concurrency: int = DEFAULT_CONCURRENCY
 
 
 def describe(error: pydantic.ValidationError, prefix: str = "") -> str:
@@ -103,6 +106,15 @@ class Controller:
         self.index = ChildIndex()
         self.queue: WorkQueue[RunKey] = WorkQueue(self.reconcile)
         self.events = EventRecorder(api)
+        self.inline = InlineRunner(
+            self.child_changed,
+            enabled=self.settings.inline,
+            secrets=SecretCache(secret_fetcher(api)),
+            events=self.events,
+            concurrency=self.settings.inline_concurrency,
+            limits=self.settings.limits,
+            clock=clock,
+        )
         self.synced = asyncio.Event()  # set once the child watches listed everything
         self._bodies: dict[RunKey, dict[str, JSON]] = {}
         self._workflows: dict[tuple[str, str], dict[str, JSON]] = {}
@@ -120,6 +132,7 @@ class Controller:
                 self.queue.forget(key)
             self.index.forget_run(uid)
             self._rejected.pop(uid, None)
+            self.inline.forget_run(uid)
             return
         known = self._bodies.get(key)
         if known is not None and known.get("metadata", {}).get("uid") == uid and _rv(known) >= _rv(body):
@@ -207,7 +220,7 @@ class Controller:
             return
 
         await self._read_logs(uid)
-        observed = self._observed(uid)
+        observed = self.inline.observe(uid, spec, status, self._observed(uid))
         try:
             decision = plan(
                 spec,
@@ -229,6 +242,8 @@ class Controller:
         owner = Owner(name=key.name, namespace=key.namespace, uid=uid)
         await self._apply(owner, decision.actions)
         await self._write_status(key, body, status, new_status)
+        if new_status.phase.finished:
+            self.inline.forget_run(uid)
 
         if decision.requeue_after is not None:
             self.queue.add_after(key, decision.requeue_after)
@@ -312,6 +327,8 @@ class Controller:
             metrics.SCHEDULE_LATENCY.observe(time.perf_counter() - woken)
 
     async def _launch(self, owner: Owner, launch: Launch) -> None:
+        if self.inline.launch(owner, launch):
+            return
         name = child_name(owner.name, launch.step.name, launch.number)
         try:
             manifest = child_job(launch, owner, self.settings.pod)
@@ -351,6 +368,8 @@ class Controller:
         self.queue.add(RunKey(owner.namespace, owner.name))
 
     async def _stop(self, owner: Owner, stop: Stop) -> None:
+        if await self.inline.stop(owner, stop):
+            return
         name = child_name(owner.name, stop.step, stop.number)
         for child in self.index.children(owner.uid):
             meta = child["metadata"]

@@ -17,6 +17,7 @@ from kwf.k8s.api import Client, Config, load_config
 from kwf.k8s.manifests import PodOptions
 from kwf.operator import metrics
 from kwf.operator.controller import Controller, Settings
+from kwf.operator.inline import DEFAULT_CONCURRENCY
 from kwf.operator.watch import Watches
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class Options:
     metrics_port: int | None = None
     liveness_port: int | None = None
     inline: bool = False
+    inline_concurrency: int = DEFAULT_CONCURRENCY
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
@@ -76,7 +78,16 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
     pod = PodOptions(runner_image=options.runner_image)
     stop = stop or asyncio.Event()
     async with Client(config) as api:
-        controller = Controller(api, Settings(pod=pod, limits=options.limits))
+        controller = Controller(
+            api,
+            Settings(
+                pod=pod,
+                limits=options.limits,
+                inline=options.inline,
+                inline_concurrency=options.inline_concurrency,
+            ),
+        )
+        controller.inline.warm_up()
         watches = Watches(api, controller, list(options.namespaces) or None)
         watching = asyncio.create_task(watches.start(), name="child watches")
         liveness = f"http://0.0.0.0:{options.liveness_port}/healthz" if options.liveness_port else None
@@ -98,6 +109,7 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
             await controller.queue.close()
+            await controller.inline.close()
             await watches.stop()
             await controller.events.drain()
 
@@ -105,4 +117,9 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
 async def _announce(controller: Controller, kopf_ready: asyncio.Event, options: Options) -> None:
     await asyncio.gather(controller.synced.wait(), kopf_ready.wait())
     where = ", ".join(options.namespaces) or "all namespaces"
-    logger.info("kwf operator ready: watching %s, runner image %s", where, options.runner_image)
+    inline = (
+        f"inline steps here (up to {options.inline_concurrency} at once)"
+        if options.inline
+        else "inline steps in pods"
+    )
+    logger.info("kwf operator ready: watching %s, runner image %s, %s", where, options.runner_image, inline)
