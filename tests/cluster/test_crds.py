@@ -22,27 +22,13 @@ EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 Manifest = dict[str, Any]
 
 
-def kubectl_run(cluster: Kube, *args: str, body: Any = None) -> subprocess.CompletedProcess[str]:
-    """kubectl's whole answer, refusals included. The body goes in as JSON:
-    kubectl reads YAML 1.1, where a key `n:` is false."""
-    return subprocess.run(
-        [str(cluster.kubectl_path), *args],
-        input=json.dumps(body) if body is not None else None,
-        capture_output=True,
-        text=True,
-        env=cluster.env(),
-        timeout=120,
-        check=False,
-    )
-
-
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def get(cluster: Kube, namespace: str, name: str) -> Manifest:
-    out = ok(kubectl_run(cluster, "get", "jobs.workflow.kwf.dev", name, "-n", namespace, "-o", "json"))
+    out = ok(cluster.run("get", "jobs.workflow.kwf.dev", name, "-n", namespace, "-o", "json"))
     body: Manifest = json.loads(out)
     return body
 
@@ -53,7 +39,7 @@ def get(cluster: Kube, namespace: str, name: str) -> Manifest:
 def test_both_crds_are_established_with_their_names(cluster: Kube) -> None:
     for manifest in crdgen.crds().values():
         name = manifest["metadata"]["name"]
-        live = json.loads(ok(kubectl_run(cluster, "get", "crd", name, "-o", "json")))
+        live = json.loads(ok(cluster.run("get", "crd", name, "-o", "json")))
         conditions = {c["type"]: c["status"] for c in live["status"]["conditions"]}
         assert conditions.get("Established") == "True", live["status"]
         assert conditions.get("NamesAccepted") == "True", live["status"]
@@ -64,8 +50,8 @@ def test_both_crds_are_established_with_their_names(cluster: Kube) -> None:
 def test_the_crd_files_apply_as_written(cluster: Kube) -> None:
     # What users run (`kubectl apply -f crds/`), read by kubectl's own YAML
     # parser, with the server checking the schema and CEL costs once more.
-    result = kubectl_run(
-        cluster, "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f",
+    result = cluster.run(
+        "apply", "--server-side", "--force-conflicts", "--dry-run=server", "-f",
         str(REPO / "crds"),
     )  # fmt: skip
     assert ok(result).count("serverside-applied") == len(crdgen.crds()), result.stdout
@@ -78,7 +64,7 @@ def cost_probe(cluster: Kube, manifest: Manifest, steps: int) -> subprocess.Comp
     probe["metadata"]["name"] = f"{probe['spec']['names']['plural']}.cost-probe.kwf.dev"
     schema = probe["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     schema["properties"]["spec"]["properties"]["steps"]["maxItems"] = steps
-    return kubectl_run(cluster, "create", "--dry-run=server", "-o", "name", "-f", "-", body=probe)
+    return cluster.run("create", "--dry-run=server", "-o", "name", "-f", "-", body=probe)
 
 
 @pytest.mark.parametrize("plural", ["jobs", "workflows"])
@@ -104,8 +90,8 @@ def test_example_passes_a_server_side_dry_run(cluster: Kube, namespace: str, pat
     documents = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
     assert documents, f"{path.name} holds no manifest"
     for document in documents:
-        result = kubectl_run(
-            cluster, "create", "--dry-run=server", "--validate=strict", "-n", namespace, "-o", "name",
+        result = cluster.run(
+        "create", "--dry-run=server", "--validate=strict", "-n", namespace, "-o", "name",
             "-f", "-", body=document,
         )  # fmt: skip
         assert result.returncode == 0, f"{path.name} {document.get('kind')}: {result.stderr}"
@@ -125,14 +111,14 @@ def run_manifest(name: str) -> Manifest:
 
 
 def test_status_is_dropped_on_create_and_kept_on_spec_updates(cluster: Kube, namespace: str) -> None:
-    ok(kubectl_run(cluster, "create", "-n", namespace, "-f", "-", body=run_manifest("run")))
+    ok(cluster.run("create", "-n", namespace, "-f", "-", body=run_manifest("run")))
     created = get(cluster, namespace, "run")
     assert "status" not in created
     assert created["metadata"]["generation"] == 1
 
     status = {"phase": "Running", "progress": "0/1", "sharedState": {"n": 1}}
-    ok(kubectl_run(
-        cluster, "patch", "jobs.workflow.kwf.dev", "run", "-n", namespace, "--subresource=status",
+    ok(cluster.run(
+        "patch", "jobs.workflow.kwf.dev", "run", "-n", namespace, "--subresource=status",
         "--type=merge", "-p", json.dumps({"status": status}),
     ))  # fmt: skip
     patched = get(cluster, namespace, "run")
@@ -143,14 +129,14 @@ def test_status_is_dropped_on_create_and_kept_on_spec_updates(cluster: Kube, nam
     # A write of the main resource that also carries a status: the spec change
     # lands, the status part is ignored.
     update = dict(patched, spec=dict(patched["spec"], suspend=True), status={"phase": "Failed"})
-    ok(kubectl_run(cluster, "replace", "-n", namespace, "-f", "-", body=update))
+    ok(cluster.run("replace", "-n", namespace, "-f", "-", body=update))
     replaced = get(cluster, namespace, "run")
     assert replaced["spec"]["suspend"] is True
     assert replaced["status"] == patched["status"]
     assert replaced["metadata"]["generation"] == 2
 
-    ok(kubectl_run(
-        cluster, "patch", "jobs.workflow.kwf.dev", "run", "-n", namespace, "--type=merge",
+    ok(cluster.run(
+        "patch", "jobs.workflow.kwf.dev", "run", "-n", namespace, "--type=merge",
         "-p", json.dumps({"status": {"phase": "Cancelled"}, "metadata": {"labels": {"team": "a"}}}),
     ))  # fmt: skip
     labelled = get(cluster, namespace, "run")
@@ -160,10 +146,10 @@ def test_status_is_dropped_on_create_and_kept_on_spec_updates(cluster: Kube, nam
 
 
 def test_status_writes_are_validated_too(cluster: Kube, namespace: str) -> None:
-    ok(kubectl_run(cluster, "create", "-n", namespace, "-f", "-", body=run_manifest("checked")))
+    ok(cluster.run("create", "-n", namespace, "-f", "-", body=run_manifest("checked")))
     bad = {"status": {"phase": "Done", "steps": [{"name": "a", "attempts": -1}]}}
-    result = kubectl_run(
-        cluster, "patch", "jobs.workflow.kwf.dev", "checked", "-n", namespace, "--subresource=status",
+    result = cluster.run(
+        "patch", "jobs.workflow.kwf.dev", "checked", "-n", namespace, "--subresource=status",
         "--type=merge", "-p", json.dumps(bad),
     )  # fmt: skip
     assert result.returncode != 0

@@ -9,25 +9,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from typing import Any
 
 import pytest
 
 from tests.localcluster.kube import Kube
-
-
-def kubectl_run(cluster: Kube, *args: str, body: Any = None) -> subprocess.CompletedProcess[str]:
-    """kubectl's whole answer, refusals included. The body goes in as JSON:
-    kubectl reads YAML 1.1, where a key `n:` is false."""
-    return subprocess.run(
-        [str(cluster.kubectl_path), *args],
-        input=json.dumps(body) if body is not None else None,
-        capture_output=True,
-        text=True,
-        env=cluster.env(),
-        timeout=120,
-        check=False,
-    )
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -73,17 +58,17 @@ def resources(cluster: Kube, namespace: str) -> str:
         },
     }
     for body in (kwf_job, flow, batch_job):
-        ok(kubectl_run(cluster, "create", "-n", namespace, "-f", "-", body=body))
+        ok(cluster.run("create", "-n", namespace, "-f", "-", body=body))
     status = {"status": {"phase": "Running", "progress": "1/3", "message": "fetch: attempt 2 of 4"}}
-    ok(kubectl_run(
-        cluster, "patch", "jobs.workflow", "digest", "-n", namespace, "--subresource=status",
+    ok(cluster.run(
+        "patch", "jobs.workflow", "digest", "-n", namespace, "--subresource=status",
         "--type=merge", "-p", json.dumps(status),
     ))  # fmt: skip
     return namespace
 
 
 def test_jobs_workflow_lists_kwf_jobs_with_their_columns(resources: str, cluster: Kube) -> None:
-    rows = table(ok(kubectl_run(cluster, "get", "jobs.workflow", "-n", resources)))
+    rows = table(ok(cluster.run("get", "jobs.workflow", "-n", resources)))
     assert rows[0] == ["NAME", "PHASE", "PROGRESS", "AGE", "MESSAGE"]
     assert len(rows) == 2
     name, phase, progress, age, message = rows[1]
@@ -92,38 +77,36 @@ def test_jobs_workflow_lists_kwf_jobs_with_their_columns(resources: str, cluster
 
 
 def test_wide_output_adds_the_workflow(resources: str, cluster: Kube) -> None:
-    rows = table(ok(kubectl_run(cluster, "get", "jobs.workflow", "-n", resources, "-o", "wide")))
+    rows = table(ok(cluster.run("get", "jobs.workflow", "-n", resources, "-o", "wide")))
     assert rows[0][:6] == ["NAME", "PHASE", "PROGRESS", "AGE", "MESSAGE", "WORKFLOW"]
     assert rows[1][5] == "digest"
 
 
 def test_plain_jobs_stay_batch_jobs(resources: str, cluster: Kube) -> None:
-    rows = table(ok(kubectl_run(cluster, "get", "jobs", "-n", resources)))
+    rows = table(ok(cluster.run("get", "jobs", "-n", resources)))
     assert rows[0][0] == "NAME" and "COMPLETIONS" in rows[0]
     assert [row[0] for row in rows[1:]] == ["batch-digest"]
 
 
 @pytest.mark.parametrize("name", ["kwfjob", "jobs.workflow", "jobs.workflow.kwf.dev", "job.workflow.kwf.dev"])
 def test_every_name_of_the_kwf_job_resolves_to_it(resources: str, cluster: Kube, name: str) -> None:
-    out = ok(kubectl_run(cluster, "get", name, "-n", resources, "-o", "name"))
+    out = ok(cluster.run("get", name, "-n", resources, "-o", "name"))
     assert out.split() == ["job.workflow.kwf.dev/digest"]
 
 
 def test_kwf_is_the_workflow_short_name_and_kwf_all_lists_both(resources: str, cluster: Kube) -> None:
-    workflows = table(ok(kubectl_run(cluster, "get", "kwf", "-n", resources)))
+    workflows = table(ok(cluster.run("get", "kwf", "-n", resources)))
     assert workflows[0] == ["NAME", "SCHEDULE", "SUSPEND", "LAST SCHEDULE", "AGE"]
     assert workflows[1][:4] == ["digest", "*/5 * * * *", "false", ""]
-    both = ok(kubectl_run(cluster, "get", "kwf-all", "-n", resources, "-o", "name"))
+    both = ok(cluster.run("get", "kwf-all", "-n", resources, "-o", "name"))
     assert sorted(both.split()) == ["job.workflow.kwf.dev/digest", "workflow.workflow.kwf.dev/digest"]
 
 
 def test_explain_shows_the_models_descriptions(cluster: Kube) -> None:
     # `kubectl explain jobs.workflow...` would read `workflow` as a field of
     # batch Jobs: explain takes the short name, or jobs with --api-version.
-    out = ok(kubectl_run(cluster, "explain", "kwfjob.spec.steps.retry.backoff"))
+    out = ok(cluster.run("explain", "kwfjob.spec.steps.retry.backoff"))
     assert "capped by `maxSeconds`" in out
     assert "maxSeconds\t<number>" in out
-    out = ok(
-        kubectl_run(cluster, "explain", "jobs.spec.parallelism", "--api-version=workflow.kwf.dev/v1alpha1")
-    )
+    out = ok(cluster.run("explain", "jobs.spec.parallelism", "--api-version=workflow.kwf.dev/v1alpha1"))
     assert "steps running at once" in out

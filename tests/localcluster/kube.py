@@ -32,16 +32,22 @@ class Kube:
     def env(self) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
-        """Run kubectl against this cluster; its stdout, or an AssertionError with its stderr."""
-        result = subprocess.run(
+    def run(self, *args: str, body: Any = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """kubectl's whole answer, refusals included. A body goes in as JSON:
+        kubectl reads YAML 1.1, where a key `n:` is false."""
+        return subprocess.run(
             [str(self.kubectl_path), *args],
-            input=input,
+            input=body if isinstance(body, str) or body is None else json.dumps(body),
             capture_output=True,
             text=True,
             env=self.env(),
             timeout=timeout,
+            check=False,
         )
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
+        """Run kubectl against this cluster; its stdout, or an AssertionError with its stderr."""
+        result = self.run(*args, body=input, timeout=timeout)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result.stdout
