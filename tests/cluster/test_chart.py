@@ -389,3 +389,16 @@ def test_the_run_in_notes_is_a_valid_job(
     job = yaml.safe_load(textwrap.dedent(heredoc))
     kubectl = [kubectl_path, f"--kubeconfig={kubeconfig}"]
     ok(run(*kubectl, "create", "--dry-run=server", "-n", namespace, "-f", "-", body=job))
+
+
+@pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.name.removesuffix("-values.yaml"))
+def test_the_operator_command_accepts_the_rendered_arguments(helm: Path, values: Path) -> None:
+    """The image runs `kwf operator ARGS`: every flag the chart passes must be one the CLI knows."""
+    import typer
+
+    from kwf.cli import app
+
+    args = deployment_args(render(helm, "kwf-system", "-f", str(values)))
+    command = typer.main.get_command(app).commands["operator"]  # type: ignore[attr-defined]
+    with command.make_context("operator", list(args)) as context:
+        assert context.params["inline"] == ("--inline" in args)
