@@ -25,6 +25,8 @@ FREE_FORM = {
         "status.sharedState",
         "status.outputs",
         "status.workflow.steps[]",
+        "status.workflow.params",
+        "status.workflow.initialState",
         "status.addedSteps[]",
     },
     "workflows": {

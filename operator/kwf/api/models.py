@@ -346,6 +346,15 @@ class WorkflowSnapshot(StatusModel):
     steps: list[dict[str, JSON]] = Field(
         default_factory=list, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
     )
+    params: dict[str, JSON] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    initial_state: dict[str, JSON] = Field(
+        default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True}
+    )
+    parallelism: int | None = None
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
 
 
 class JobStatus(StatusModel):

@@ -21,10 +21,11 @@ from typing import Any
 
 import pydantic
 
-from kwf.api import Job, JobSpec, JobStatus, Workflow, WorkflowSnapshot
+from kwf.api import Job, JobSpec, JobStatus, Step, Workflow, WorkflowSnapshot, WorkflowSpec
 from kwf.engine.health import Reason, health_conditions
 from kwf.engine.plan import plan
 from kwf.engine.types import Attempt, AttemptPhase, Launch, Limits, Observed, Stop
+from kwf.engine.workflow import effective_spec
 from kwf.k8s.api import BATCH_JOBS, KWF_JOBS, AlreadyExists, ApiError, Client, Conflict, NotFound
 from kwf.k8s.index import ChildIndex, RunKey
 from kwf.k8s.manifests import Owner, PodOptions, child_job, child_name
@@ -96,6 +97,43 @@ def merge_diff(old: JSON, new: JSON) -> JSON:
 
 
 _STATUS_FIELDS = frozenset(field.alias or name for name, field in JobStatus.model_fields.items())
+
+
+def snapshot_of(workflow: Workflow) -> WorkflowSnapshot:
+    """What a run keeps of its Workflow when it starts: all that its plan reads."""
+    spec = workflow.spec
+    return WorkflowSnapshot(
+        name=workflow.metadata.name,
+        generation=workflow.metadata.generation,
+        steps=[step.dump() for step in spec.steps],
+        params=dict(spec.params),
+        initial_state=dict(spec.initial_state),
+        parallelism=spec.parallelism,
+        active_deadline_seconds=spec.active_deadline_seconds,
+        ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
+    )
+
+
+def snapshot_steps(snapshot: WorkflowSnapshot) -> list[Step]:
+    return list(JobSpec.model_validate({"steps": list(snapshot.steps)}).steps or ())
+
+
+def frozen_spec(snapshot: WorkflowSnapshot, current: Workflow | None) -> WorkflowSpec:
+    """The Workflow's settings as the run first saw them. A snapshot written
+    before it held params and the rest (no ``params`` key at all) takes them
+    from the Workflow as it is now, as runs did then."""
+    if "params" not in snapshot.model_fields_set and current is not None:
+        return current.spec
+    return WorkflowSpec.model_validate(
+        {
+            "steps": list(snapshot.steps),
+            "params": dict(snapshot.params),
+            "initialState": dict(snapshot.initial_state),
+            "parallelism": snapshot.parallelism,
+            "activeDeadlineSeconds": snapshot.active_deadline_seconds,
+            "ttlSecondsAfterFinished": snapshot.ttl_seconds_after_finished,
+        }
+    )
 
 
 class Controller:
@@ -270,28 +308,9 @@ class Controller:
         if snapshot is None or snapshot.name != ref.name:
             if workflow is None:
                 return None, None
-            snapshot = WorkflowSnapshot(
-                name=ref.name,
-                generation=workflow.metadata.generation,
-                steps=[step.dump() for step in workflow.spec.steps],
-            )
+            snapshot = snapshot_of(workflow)
         try:
-            steps = list(snapshot.steps)
-            base = workflow.spec if workflow is not None else None
-            effective = spec.model_copy(
-                update={
-                    "workflow_ref": None,
-                    "steps": JobSpec.model_validate({"steps": steps}).steps,
-                    "params": {**(base.params if base else {}), **spec.params},
-                    "initial_state": {**(base.initial_state if base else {}), **spec.initial_state},
-                    "parallelism": spec.parallelism or (base.parallelism if base else None),
-                    "active_deadline_seconds": spec.active_deadline_seconds
-                    or (base.active_deadline_seconds if base else None),
-                    "ttl_seconds_after_finished": spec.ttl_seconds_after_finished
-                    if spec.ttl_seconds_after_finished is not None
-                    else (base.ttl_seconds_after_finished if base else None),
-                }
-            )
+            effective = effective_spec(spec, frozen_spec(snapshot, workflow), snapshot_steps(snapshot))
         except pydantic.ValidationError as error:
             return None, f"Workflow {ref.name!r} is not valid: {describe(error)}"
         return effective, snapshot
@@ -430,8 +449,11 @@ class Controller:
         """Delete a finished run once its ttlSecondsAfterFinished has passed."""
         ttl = job.spec.ttl_seconds_after_finished
         if ttl is None and job.spec.workflow_ref is not None:
-            wf = self._workflows.get((key.namespace, job.spec.workflow_ref.name), {})
-            ttl = (wf.get("spec") or {}).get("ttlSecondsAfterFinished")
+            if status.workflow is not None and "params" in status.workflow.model_fields_set:
+                ttl = status.workflow.ttl_seconds_after_finished
+            else:
+                wf = self._workflows.get((key.namespace, job.spec.workflow_ref.name), {})
+                ttl = (wf.get("spec") or {}).get("ttlSecondsAfterFinished")
         if ttl is None:
             return
         finished = status.finished_at or now
