@@ -336,12 +336,14 @@ class Controller:
     # ------------------------------------------------------------- apply
 
     async def _apply(self, owner: Owner, actions: tuple[Launch | Stop, ...]) -> None:
+        # Taken on every pass, launching or not: plan() has just seen every child
+        # event so far, so only a later event can be the one that frees a step.
+        woken = self._woken_at.pop(RunKey(owner.namespace, owner.name), None)
         if not actions:
             return
         await asyncio.gather(
             *(self._launch(owner, a) if isinstance(a, Launch) else self._stop(owner, a) for a in actions)
         )
-        woken = self._woken_at.pop(RunKey(owner.namespace, owner.name), None)
         if woken is not None and any(isinstance(a, Launch) for a in actions):
             metrics.SCHEDULE_LATENCY.observe(time.perf_counter() - woken)
 
