@@ -122,3 +122,7 @@ demo: install ## run examples/diamond.yaml on this machine, no cluster needed
 .PHONY: bench-local
 bench-local: install ## the local executor's cost per step, against bare requests and processes
 	$(PY) -m bench.local
+
+.PHONY: bench-operator
+bench-operator: install ## the operator on the local cluster against a bare client creating the same Jobs (QUICK=1: shorter)
+	$(PY) -m bench.operator $(if $(QUICK),--quick,)
