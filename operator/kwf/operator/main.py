@@ -18,6 +18,7 @@ from kwf.k8s.manifests import PodOptions
 from kwf.operator import metrics
 from kwf.operator.controller import Controller, Settings
 from kwf.operator.inline import DEFAULT_CONCURRENCY
+from kwf.operator.schedules import Schedules
 from kwf.operator.watch import Watches
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ class Options:
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
-def registry_for(controller: Controller, config: Config) -> kopf.OperatorRegistry:
+def registry_for(
+    controller: Controller, config: Config, schedules: Schedules | None = None
+) -> kopf.OperatorRegistry:
     """kopf's part: every event of a run (create, change, resume, delete) lands in
     the same queue. The handler only records the body; it never blocks."""
     registry = kopf.OperatorRegistry()
@@ -57,6 +60,8 @@ def registry_for(controller: Controller, config: Config) -> kopf.OperatorRegistr
     async def run_event(event: dict[str, Any], body: kopf.Body, **_: Any) -> None:
         raw = dict(body)
         controller.run_changed(raw, deleted=event.get("type") == "DELETED")
+        if schedules is not None:
+            schedules.run_changed(raw)
 
     return registry
 
@@ -88,14 +93,15 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
             ),
         )
         controller.inline.warm_up()
-        watches = Watches(api, controller, list(options.namespaces) or None)
+        schedules = Schedules.using(api)
+        watches = Watches(api, controller, list(options.namespaces) or None, schedules)
         watching = asyncio.create_task(watches.start(), name="child watches")
         liveness = f"http://0.0.0.0:{options.liveness_port}/healthz" if options.liveness_port else None
         kopf_ready = asyncio.Event()
         announcing = asyncio.create_task(_announce(controller, kopf_ready, options), name="ready")
         try:
             await kopf.operator(
-                registry=registry_for(controller, config),
+                registry=registry_for(controller, config, schedules),
                 settings=settings(),
                 clusterwide=not options.namespaces,
                 namespaces=list(options.namespaces),
@@ -109,6 +115,7 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
             watching.cancel()
             await asyncio.gather(watching, return_exceptions=True)
             await controller.queue.close()
+            await schedules.close()
             await controller.inline.close()
             await watches.stop()
             await controller.events.drain()

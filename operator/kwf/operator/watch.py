@@ -18,6 +18,7 @@ import httpx2
 from kwf.k8s.api import BATCH_JOBS, PODS, WORKFLOWS, ApiError, Client, Resource, WatchEvent
 from kwf.k8s.manifests import SELECTOR
 from kwf.operator.controller import Controller
+from kwf.operator.schedules import Schedules
 
 JSON = Any
 logger = logging.getLogger(__name__)
@@ -51,9 +52,16 @@ async def _follow(
 class Watches:
     """The child and Workflow watches of one operator, per namespace or cluster-wide."""
 
-    def __init__(self, api: Client, controller: Controller, namespaces: Sequence[str] | None) -> None:
+    def __init__(
+        self,
+        api: Client,
+        controller: Controller,
+        namespaces: Sequence[str] | None,
+        schedules: Schedules | None = None,
+    ) -> None:
         self.api = api
         self.controller = controller
+        self.schedules = schedules
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self._tasks: list[asyncio.Task[None]] = []
         self._seen_jobs: dict[str | None, set[str]] = {}
@@ -128,3 +136,5 @@ class Watches:
         if event.type == "SYNCED":
             return
         self.controller.workflow_changed(event.object, deleted=event.type == "DELETED")
+        if self.schedules is not None:
+            self.schedules.workflow_changed(event.object, deleted=event.type == "DELETED")
