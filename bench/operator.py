@@ -36,10 +36,22 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx2
+
 from bench.local import repo_server
 from kwf.api import Step
 from kwf.engine.types import Inputs, Launch
-from kwf.k8s.api import BATCH_JOBS, EVENTS, KWF_JOBS, NAMESPACES, PODS, Client, NotFound, load_kubeconfig
+from kwf.k8s.api import (
+    BATCH_JOBS,
+    EVENTS,
+    KWF_JOBS,
+    NAMESPACES,
+    PODS,
+    ApiError,
+    Client,
+    NotFound,
+    load_kubeconfig,
+)
 from kwf.k8s.manifests import Owner, PodOptions, child_job, child_name
 from kwf.k8s.observe import termination
 
@@ -119,7 +131,15 @@ class Seen:
                         self.run_done[name] = time.perf_counter()
                         await self._notify()
 
-        await asyncio.gather(jobs(), pods(), runs())
+        async def again(watch: Any) -> None:
+            # A watch can break (a CRD applied elsewhere reinitializes its storage): list again.
+            while True:
+                try:
+                    await watch()
+                except (ApiError, httpx2.HTTPError, OSError, ValueError):
+                    await asyncio.sleep(0.5)
+
+        await asyncio.gather(again(jobs), again(pods), again(runs))
 
     async def until(self, done: Any, within: float = 600.0) -> None:
         def ready() -> bool:
