@@ -35,6 +35,13 @@ def changes(old: JobStatus, new: JobStatus) -> list[tuple[Literal["Normal", "War
             and prior is not None
             and (prior.phase is not StepPhase.WAITING or prior.attempts != step.attempts)
         )
+        # A failure noticed after its backoff was over goes straight to the next attempt.
+        relaunched = (
+            step.phase is StepPhase.RUNNING
+            and prior is not None
+            and prior.phase is StepPhase.RUNNING
+            and 0 < prior.attempts < step.attempts
+        )
         if failed_now:
             found.append(
                 ("Warning", "StepFailed", f"step {step.name} failed: {step.message or 'no message'}")
@@ -46,6 +53,11 @@ def changes(old: JobStatus, new: JobStatus) -> list[tuple[Literal["Normal", "War
                     "StepRetrying",
                     f"step {step.name} attempt {step.attempts} failed: {step.message or ''}",
                 )
+            )
+        elif relaunched and prior is not None:
+            detail = f": {step.message}" if step.message else ""
+            found.append(
+                ("Warning", "StepRetrying", f"step {step.name} attempt {prior.attempts} failed{detail}")
             )
     return found
 

@@ -1,0 +1,49 @@
+"""Which status changes are worth a Kubernetes Event, and what it says."""
+
+from __future__ import annotations
+
+from kwf.api import JobPhase, JobStatus, StepPhase, StepStatus
+from kwf.operator.events import changes
+
+
+def status(phase: JobPhase, *steps: StepStatus, message: str | None = None) -> JobStatus:
+    return JobStatus(phase=phase, steps=list(steps), message=message)
+
+
+def step(phase: StepPhase, attempts: int = 1, message: str | None = None) -> StepStatus:
+    return StepStatus(name="fetch", phase=phase, attempts=attempts, message=message)
+
+
+def test_a_phase_change_is_one_event_and_a_failed_run_a_warning() -> None:
+    assert changes(status(JobPhase.PENDING), status(JobPhase.RUNNING)) == [
+        ("Normal", "Running", "run is running")
+    ]
+    failed = status(JobPhase.FAILED, message="step fetch failed")
+    assert changes(status(JobPhase.RUNNING), failed) == [
+        ("Warning", "Failed", "run is failed: step fetch failed")
+    ]
+
+
+def test_no_change_no_event() -> None:
+    same = status(JobPhase.RUNNING, step(StepPhase.RUNNING))
+    assert changes(same, same) == []
+
+
+def test_a_step_failing_for_good_is_a_warning_once() -> None:
+    before = status(JobPhase.RUNNING, step(StepPhase.RUNNING))
+    after = status(JobPhase.RUNNING, step(StepPhase.FAILED, message="exit code 3"))
+    assert changes(before, after) == [("Warning", "StepFailed", "step fetch failed: exit code 3")]
+    assert changes(after, after) == []
+
+
+def test_a_retry_is_an_event_whether_or_not_the_backoff_was_seen() -> None:
+    running = status(JobPhase.RUNNING, step(StepPhase.RUNNING, 1))
+    waiting = status(JobPhase.RUNNING, step(StepPhase.WAITING, 1, "exit code 3"))
+    assert changes(running, waiting) == [
+        ("Warning", "StepRetrying", "step fetch attempt 1 failed: exit code 3")
+    ]
+    # The failure noticed after its backoff had passed: straight to attempt 2.
+    second = status(JobPhase.RUNNING, step(StepPhase.RUNNING, 2))
+    assert changes(running, second) == [("Warning", "StepRetrying", "step fetch attempt 1 failed")]
+    # From Waiting to the next attempt is not a second failure.
+    assert changes(waiting, second) == []
