@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from kwf.k8s.api import PODS, Client, load_kubeconfig
-from tests.support.examples import BY_FILE, EXAMPLES_DIR
+from kwf.k8s.api import EVENTS, KWF_JOBS, PODS, WORKFLOWS, Client, load_kubeconfig
+from tests.support.examples import EXAMPLES_DIR
 from tests.support.operator_process import OperatorProcess
 from tests.support.runs import (
     apply_run,
+    apply_workflow,
     children,
     condition,
     finished,
@@ -57,24 +59,6 @@ def example(file: str) -> dict[str, JSON]:
 
 async def child_names(api: Client, namespace: str, run: str) -> list[str]:
     return sorted(job["metadata"]["name"] for job in await children(api, namespace, run))
-
-
-@pytest.mark.parametrize("file", ["counter.yaml", "diamond.yaml", "retry.yaml", "when.yaml", "fallback.yaml"])
-async def test_example_runs_to_its_documented_result(
-    api: Client, namespace: str, operator: OperatorProcess, file: str
-) -> None:
-    expected = BY_FILE[file]
-    body = example(file)
-    await apply_run(api, namespace, body)
-    run = await finished(api, namespace, body["metadata"]["name"])
-    status = run["status"]
-    assert status["phase"] == expected.phase, status
-    for key, value in expected.state.items():
-        assert status["sharedState"][key] == value
-    for step, phase in expected.steps.items():
-        assert step_status(run, step)["phase"] == phase
-    for step, attempts in expected.attempts.items():
-        assert step_status(run, step)["attempts"] == attempts
 
 
 async def test_retries_keep_every_attempt_as_its_own_job(
@@ -152,3 +136,107 @@ async def test_a_step_timeout_fails_the_step(api: Client, namespace: str, operat
     step = step_status(run, "sleepy")
     assert step["phase"] == "Failed"
     assert "timeout" in step["message"] or "timed out" in step["message"]
+
+
+GREET = """
+import json, os
+p = json.load(open(os.environ["KWF_PARAMS"]))
+state = json.load(open(os.environ["KWF_STATE"]))
+result = {"state": {"greeting": f"{p['greeting']}, {p['name']}", "seen": state}}
+json.dump(result, open(os.environ["KWF_RESULT"], "w"))
+"""
+
+
+async def test_editing_the_workflow_changes_only_new_runs(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    spec = {
+        "params": {"greeting": "hello", "name": "world"},
+        "initialState": {"edition": 1},
+        "parallelism": 2,
+        "steps": [script("greet", GREET)],
+    }
+    await apply_workflow(api, namespace, "greet", spec)
+    # Held before its first step, so the edit lands after it started and before it runs.
+    await apply_run(api, namespace, run_body("before", workflowRef={"name": "greet"}, suspend=True))
+    held = await wait_for(
+        lambda: get_run(api, namespace, "before"),
+        lambda r: (r.get("status") or {}).get("workflow") is not None,
+        what="the Workflow kept in the run's status",
+    )
+    kept = held["status"]["workflow"]
+    assert kept["params"] == spec["params"] and kept["initialState"] == {"edition": 1}
+    assert kept["parallelism"] == 2
+
+    edited = {
+        "params": {"greeting": "goodbye", "name": "world"},
+        "initialState": {"edition": 2},
+        "steps": [script("greet", GREET), script("extra", INCREMENT, dependsOn=["greet"])],
+    }
+    await api.patch(WORKFLOWS, "greet", {"spec": edited}, namespace)
+    await apply_run(api, namespace, run_body("after", workflowRef={"name": "greet"}))
+    await patch_spec(api, namespace, "before", {"suspend": False})
+    before = await finished(api, namespace, "before")
+    after = await finished(api, namespace, "after")
+
+    assert before["status"]["phase"] == after["status"]["phase"] == "Succeeded"
+    assert before["status"]["sharedState"]["greeting"] == "hello, world"
+    assert before["status"]["sharedState"]["seen"] == {"edition": 1}
+    assert [step["name"] for step in before["status"]["steps"]] == ["greet"]
+    assert before["status"]["workflow"]["params"] == spec["params"]
+    assert after["status"]["sharedState"]["greeting"] == "goodbye, world"
+    assert after["status"]["sharedState"]["seen"] == {"edition": 2}
+    assert sorted(step["name"] for step in after["status"]["steps"]) == ["extra", "greet"]
+    assert await child_names(api, namespace, "before") == ["before-greet-1"]
+
+
+async def events_of(api: Client, namespace: str, run: str) -> list[dict[str, JSON]]:
+    listing = await api.list(EVENTS, namespace, field_selector=f"involvedObject.name={run}")
+    return sorted(listing["items"], key=lambda event: event["metadata"]["creationTimestamp"])
+
+
+async def test_a_finished_run_is_deleted_after_its_ttl_and_its_events_stay(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    created = await apply_run(
+        api, namespace, run_body("short-lived", [script("one", INCREMENT)], ttlSecondsAfterFinished=2)
+    )
+    await wait_for(
+        lambda: api.list(KWF_JOBS, namespace),
+        lambda listing: not any(item["metadata"]["name"] == "short-lived" for item in listing["items"]),
+        what="the run deleted after its ttl",
+    )
+    events = await wait_for(
+        lambda: events_of(api, namespace, "short-lived"),
+        lambda items: any(event["reason"] == "Succeeded" for event in items),
+        what="the run's Succeeded event",
+    )
+    assert all(event["involvedObject"]["uid"] == created["metadata"]["uid"] for event in events)
+    succeeded = next(event for event in events if event["reason"] == "Succeeded")
+    assert succeeded["type"] == "Normal" and succeeded["message"] == "run is succeeded"
+    # The run was gone no sooner than its ttl after it finished.
+    finished_at = datetime.fromisoformat(succeeded["firstTimestamp"].replace("Z", "+00:00"))
+    assert finished_at + timedelta(seconds=1) <= datetime.now(UTC)
+
+
+async def test_a_step_failure_and_the_run_failing_are_events(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    failing = "import sys; print('disk full', file=sys.stderr); sys.exit(3)"
+    steps = [script("doomed", failing, retry={"limit": 1, "backoff": {"seconds": 1}})]
+    await apply_run(api, namespace, run_body("sad", steps))
+    run = await finished(api, namespace, "sad")
+    assert run["status"]["phase"] == "Failed"
+    events = await wait_for(
+        lambda: events_of(api, namespace, "sad"),
+        lambda items: {"StepRetrying", "StepFailed", "Failed"} <= {event["reason"] for event in items},
+        what="the failure events",
+    )
+    by_reason = {event["reason"]: event for event in events}
+    assert by_reason["StepRetrying"]["type"] == "Warning"
+    assert by_reason["StepRetrying"]["message"].startswith("step doomed attempt 1 failed")
+    assert by_reason["StepFailed"]["type"] == "Warning"
+    assert by_reason["StepFailed"]["message"].startswith("step doomed failed: ")
+    assert "disk full" in by_reason["StepFailed"]["message"] or "exit" in by_reason["StepFailed"]["message"]
+    assert by_reason["Failed"]["type"] == "Warning"
+    assert by_reason["Failed"]["message"].startswith("run is failed")
