@@ -68,6 +68,8 @@ class PodOptions:
     resources: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=lambda: DEFAULT_RESOURCES)
     #: seconds a finished child Job is kept (the run's record keeps its outcome)
     child_ttl_seconds: int | None = None
+    #: the ServiceAccount step pods run as (its token is never mounted); None: the namespace's default
+    service_account: str | None = None
 
 
 def short_hash(text: str, length: int = 6) -> str:
@@ -249,6 +251,8 @@ def child_job(launch: Launch, owner: Owner, options: PodOptions) -> dict[str, JS
     }
     if init:
         pod_spec["initContainers"] = init
+    if options.service_account:
+        pod_spec["serviceAccountName"] = options.service_account
     spec: dict[str, JSON] = {
         "backoffLimit": 0,
         "template": {"metadata": {"labels": labels}, "spec": pod_spec},

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Annotated
+import socket
+from typing import Annotated, Literal
 
 import typer
 
 DEFAULT_RUNNER_IMAGE = "kwf.local/runner:dev"
+PullPolicy = Literal["Always", "IfNotPresent", "Never"]
 
 
 def operator(
@@ -30,6 +32,39 @@ def operator(
             help=f"image of script/http/llm steps (env KWF_RUNNER_IMAGE; default {DEFAULT_RUNNER_IMAGE})",
         ),
     ] = None,
+    runner_pull_policy: Annotated[
+        PullPolicy,
+        typer.Option(
+            "--runner-pull-policy", envvar="KWF_RUNNER_PULL_POLICY", help="imagePullPolicy of step containers"
+        ),
+    ] = "IfNotPresent",
+    step_service_account: Annotated[
+        str | None,
+        typer.Option(
+            "--step-service-account",
+            envvar="KWF_STEP_SERVICE_ACCOUNT",
+            help="ServiceAccount of step pods (its token is never mounted); default: the namespace's",
+        ),
+    ] = None,
+    leader_election: Annotated[
+        bool,
+        typer.Option(
+            "--leader-election",
+            envvar="KWF_LEADER_ELECTION",
+            help="wait for a Lease before doing anything; for more than one replica",
+        ),
+    ] = False,
+    leader_election_namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--leader-election-namespace",
+            envvar="POD_NAMESPACE",
+            help="namespace of the Lease; default: the kubeconfig's (in a pod: its own)",
+        ),
+    ] = None,
+    leader_election_name: Annotated[
+        str, typer.Option("--leader-election-name", help="name of the Lease")
+    ] = "kwf",
     metrics_port: Annotated[
         int | None, typer.Option("--metrics-port", help="serve Prometheus /metrics on this port")
     ] = None,
@@ -47,7 +82,7 @@ def operator(
     """Run the kwf operator in the foreground until SIGINT/SIGTERM."""
     # Imported here: kopf and the API client take seconds to import, which
     # every other `kwf` command would pay otherwise.
-    from kwf.operator.main import Options, run
+    from kwf.operator.main import Leadership, LeadershipLost, Options, run
 
     if all_namespaces and namespace:
         raise typer.BadParameter("use either --namespace or --all-namespaces", param_hint="--namespace")
@@ -57,16 +92,28 @@ def operator(
     )
     for noisy in ("httpx2", "httpcore2", "kopf"):
         logging.getLogger(noisy).setLevel(logging.INFO if noisy == "kopf" else logging.WARNING)
+    leadership = None
+    if leader_election:
+        # In a pod, its name: a restarted container takes its own Lease back at once.
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        leadership = Leadership(identity, leader_election_name, leader_election_namespace or None)
     options = Options(
         namespaces=tuple(namespace or ()),
         kubeconfig=kubeconfig,
         runner_image=runner_image or os.environ.get("KWF_RUNNER_IMAGE") or DEFAULT_RUNNER_IMAGE,
+        runner_pull_policy=runner_pull_policy,
+        step_service_account=step_service_account or None,
+        leader_election=leadership,
         metrics_port=metrics_port,
         liveness_port=liveness_port,
         inline=inline,
         inline_concurrency=inline_concurrency,
     )
-    asyncio.run(run(options))
+    try:
+        asyncio.run(run(options))
+    except LeadershipLost as lost:
+        logging.getLogger("kwf.operator").error("%s: exiting", lost)
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -1,12 +1,19 @@
 """The operator process: kopf watches the runs, our own watches follow their
-children, one controller reconciles. Shuts down cleanly on SIGINT/SIGTERM."""
+children, one controller reconciles. Shuts down cleanly on SIGINT/SIGTERM.
+
+With leader election, a replica first waits for the Lease and starts nothing
+until it leads; if it loses the Lease it stops everything and exits with an
+error, for its Deployment to start it again as a standby.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+import signal
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import kopf
@@ -18,10 +25,24 @@ from kwf.k8s.manifests import PodOptions
 from kwf.operator import metrics
 from kwf.operator.controller import Controller, Settings
 from kwf.operator.inline import DEFAULT_CONCURRENCY
+from kwf.operator.leader import LeaderElection
 from kwf.operator.schedules import Schedules
 from kwf.operator.watch import Watches
 
 logger = logging.getLogger(__name__)
+
+
+class LeadershipLost(RuntimeError):
+    """This replica stopped because another one may lead now."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Leadership:
+    """Which Lease the replicas compete for, and who this one is."""
+
+    identity: str
+    name: str = "kwf"
+    namespace: str | None = None  # None: the kubeconfig's (in a pod: its own) namespace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +50,9 @@ class Options:
     namespaces: Sequence[str] = ()  # empty: every namespace
     kubeconfig: str | None = None
     runner_image: str = "kwf.local/runner:dev"
+    runner_pull_policy: str = "IfNotPresent"
+    step_service_account: str | None = None
+    leader_election: Leadership | None = None
     metrics_port: int | None = None
     liveness_port: int | None = None
     inline: bool = False
@@ -80,45 +104,140 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
     config = await asyncio.to_thread(load_config, options.kubeconfig)
     if options.metrics_port is not None:
         metrics.serve(options.metrics_port)
-    pod = PodOptions(runner_image=options.runner_image)
     stop = stop or asyncio.Event()
     async with Client(config) as api:
-        controller = Controller(
-            api,
-            Settings(
-                pod=pod,
-                limits=options.limits,
-                inline=options.inline,
-                inline_concurrency=options.inline_concurrency,
-            ),
-        )
-        controller.inline.warm_up()
-        schedules = Schedules.using(api)
-        watches = Watches(api, controller, list(options.namespaces) or None, schedules)
-        watching = asyncio.create_task(watches.start(), name="child watches")
-        liveness = f"http://0.0.0.0:{options.liveness_port}/healthz" if options.liveness_port else None
-        kopf_ready = asyncio.Event()
-        announcing = asyncio.create_task(_announce(controller, kopf_ready, options), name="ready")
+        leader: LeaderElection | None = None
+        if options.leader_election is not None:
+            chosen = options.leader_election
+            leader = LeaderElection(api, chosen.namespace or config.namespace, chosen.name, chosen.identity)
+            if not await _wait_to_lead(leader, stop, options.liveness_port):
+                return
         try:
-            await kopf.operator(
-                registry=registry_for(controller, config, schedules),
-                settings=settings(),
-                clusterwide=not options.namespaces,
-                namespaces=list(options.namespaces),
-                liveness_endpoint=liveness,
-                stop_flag=stop,
-                ready_flag=kopf_ready,
-                standalone=True,
-            )
+            await _operate(api, config, options, stop, leader)
         finally:
-            announcing.cancel()
-            watching.cancel()
-            await asyncio.gather(watching, return_exceptions=True)
-            await controller.queue.close()
-            await schedules.close()
-            await controller.inline.close()
-            await watches.stop()
-            await controller.events.drain()
+            if leader is not None:
+                await leader.close()
+        if leader is not None and leader.lost.is_set():
+            raise LeadershipLost(f"lost the lead of {leader.where}")
+
+
+async def _wait_to_lead(leader: LeaderElection, stop: asyncio.Event, liveness_port: int | None) -> bool:
+    """Stand by until this replica leads (True) or is told to stop (False)."""
+    async with _standby_health(liveness_port), _stop_on_signals(stop):
+        acquiring = asyncio.create_task(leader.acquire(), name="leader election")
+        stopping = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if acquiring in done:
+            acquiring.result()  # an unexpected error surfaces here
+            return True
+        acquiring.cancel()
+        await asyncio.gather(acquiring, stopping, return_exceptions=True)
+        return False
+
+
+async def _operate(
+    api: Client, config: Config, options: Options, stop: asyncio.Event, leader: LeaderElection | None
+) -> None:
+    pod = PodOptions(
+        runner_image=options.runner_image,
+        image_pull_policy=options.runner_pull_policy,
+        service_account=options.step_service_account,
+    )
+    controller = Controller(
+        api,
+        Settings(
+            pod=pod,
+            limits=options.limits,
+            inline=options.inline,
+            inline_concurrency=options.inline_concurrency,
+        ),
+    )
+    controller.inline.warm_up()
+    schedules = Schedules.using(api)
+    watches = Watches(api, controller, list(options.namespaces) or None, schedules)
+    watching = asyncio.create_task(watches.start(), name="child watches")
+    liveness = f"http://0.0.0.0:{options.liveness_port}/healthz" if options.liveness_port else None
+    kopf_ready = asyncio.Event()
+    announcing = asyncio.create_task(_announce(controller, kopf_ready, options), name="ready")
+    following = asyncio.create_task(_stop_when_lost(leader, controller, stop), name="leadership")
+    try:
+        await kopf.operator(
+            registry=registry_for(controller, config, schedules),
+            settings=settings(),
+            clusterwide=not options.namespaces,
+            namespaces=list(options.namespaces),
+            liveness_endpoint=liveness,
+            stop_flag=stop,
+            ready_flag=kopf_ready,
+            standalone=True,
+        )
+    finally:
+        following.cancel()
+        announcing.cancel()
+        watching.cancel()
+        await asyncio.gather(watching, following, return_exceptions=True)
+        await controller.queue.close()
+        await schedules.close()
+        await controller.inline.close()
+        await watches.stop()
+        await controller.events.drain()
+
+
+async def _stop_when_lost(leader: LeaderElection | None, controller: Controller, stop: asyncio.Event) -> None:
+    if leader is None:
+        return
+    await leader.lost.wait()
+    # Reconciles stop first, at once: another replica may already be leading.
+    await controller.queue.close()
+    stop.set()
+
+
+@contextlib.asynccontextmanager
+async def _stop_on_signals(stop: asyncio.Event) -> AsyncIterator[None]:
+    """SIGINT/SIGTERM while standing by stop the wait (kopf handles them later)."""
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+@contextlib.asynccontextmanager
+async def _standby_health(port: int | None) -> AsyncIterator[None]:
+    """Answer the liveness and readiness probes while standing by: a standby is
+    healthy, and kopf only serves /healthz once it runs."""
+    if port is None:
+        yield
+        return
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(
+            OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError
+        ):
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            found = request.split(b" ", 2)[1:2] == [b"/healthz"]
+            body = b'{"standby": true}' if found else b'{"error": "not found"}'
+            status = b"200 OK" if found else b"404 Not Found"
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "0.0.0.0", port)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
 
 
 async def _announce(controller: Controller, kopf_ready: asyncio.Event, options: Options) -> None:
