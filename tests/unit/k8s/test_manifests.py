@@ -102,6 +102,20 @@ def test_pod_is_isolated() -> None:
     assert container["imagePullPolicy"] == "IfNotPresent"
     assert container["terminationMessagePath"] == "/dev/termination-log"
     assert container["resources"]["limits"]["memory"]
+    assert "serviceAccountName" not in pod  # the namespace's default, still without its token
+
+
+def test_step_pods_run_as_the_named_service_account_without_its_token() -> None:
+    options = PodOptions(
+        runner_image="kwf.local/runner:test", image_pull_policy="Never", service_account="kwf-step"
+    )
+    container_step = {"name": "build", "container": {"image": "example/builder:1"}}
+    for step in (SCRIPT, container_step):
+        pod = child_job(launch(step), OWNER, options)["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == "kwf-step"
+        assert pod["automountServiceAccountToken"] is False
+        for container in [*pod["containers"], *pod.get("initContainers", [])]:
+            assert container["imagePullPolicy"] == "Never"
 
 
 def test_step_resources_override_the_defaults() -> None:
