@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -179,39 +179,13 @@ def chart_namespaces(kubectl_path: Path, kubeconfig: Path) -> Iterator[list[str]
     yield names
 
 
-@pytest.fixture
-def missing_crds(kubectl_path: Path, kubeconfig: Path) -> Iterator[list[str]]:
-    """CRDs a test creates for real (so that objects of their kinds can be dry-run); removed after."""
-    created: list[str] = []
-    yield created
-    for name in created:
-        run(kubectl_path, f"--kubeconfig={kubeconfig}", "delete", "crd", name, "--wait=false")
-
-
 @pytest.mark.usefixtures("cluster", "chart_namespaces")
 @pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.name.removesuffix("-values.yaml"))
 def test_every_rendered_object_passes_a_server_side_dry_run(
-    helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str, values: Path, missing_crds: list[str]
+    helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str, values: Path
 ) -> None:
     manifests = render(helm, namespace, "-f", str(values))
     assert manifests
-    # The peering CRDs of a standby install must exist for its peering object
-    # to be checked at all; kwf's own CRDs are installed already.
-    for crd in find(manifests, "CustomResourceDefinition"):
-        name = crd["metadata"]["name"]
-        exists = run(kubectl_path, f"--kubeconfig={kubeconfig}", "get", "crd", name).returncode == 0
-        if not exists:
-            ok(run(kubectl_path, f"--kubeconfig={kubeconfig}", "create", "-f", "-", body=crd))
-            missing_crds.append(name)
-            ok(
-                run(
-                    kubectl_path,
-                    f"--kubeconfig={kubeconfig}",
-                    "wait",
-                    "--for=condition=Established",
-                    f"crd/{name}",
-                )
-            )
     body = {"apiVersion": "v1", "kind": "List", "items": manifests}
     out = ok(
         run(
@@ -338,14 +312,53 @@ def test_namespaced_rbac_stops_at_the_watched_namespaces(
     assert not can_i(kubectl_path, kubeconfig, who, "list", "customresourcedefinitions", "default")
 
 
-def test_standby_install_creates_its_peering_and_uninstall_keeps_the_crds(
-    helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str
+def test_standby_runs_two_replicas_electing_a_leader_on_a_lease(helm: Path) -> None:
+    manifests = render(helm, "kwf-system", "-f", str(CHART / "ci" / "standby-values.yaml"), release="ha")
+    (deployment,) = find(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    args = deployment_args(manifests)
+    assert "--leader-election" in args and "--leader-election-name=ha-kwf" in args
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # kopf runs standalone: nothing of its peering is left.
+    assert "kopf.dev" not in json.dumps(manifests)
+    assert "KWF_PEERING" not in env
+    (role,) = [m for m in find(manifests, "Role") if m["metadata"]["name"] == "ha-kwf-leader-election"]
+    assert role["metadata"]["namespace"] == "kwf-system"
+    assert {verb for rule in role["rules"] for verb in rule["verbs"]} == {"create", "get", "update"}
+    assert "--leader-election" not in deployment_args(render(helm, "kwf-system"))
+    assert not [m for m in find(render(helm, "kwf-system"), "Role") if "leader" in m["metadata"]["name"]]
+
+
+def test_step_pods_get_the_step_account_only_where_it_exists(helm: Path) -> None:
+    """The account is created in each watched namespace; watching every
+    namespace, it exists only in the release namespace, so it is not named."""
+
+    def env(*args: str) -> dict[str, str]:
+        (deployment,) = find(render(helm, "kwf-system", *args), "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert "KWF_STEP_SERVICE_ACCOUNT" not in env()
+    listed = env("-f", str(CHART / "ci" / "namespaced-values.yaml"))
+    assert listed["KWF_STEP_SERVICE_ACCOUNT"] == "kwf-step"
+    assert listed["KWF_RUNNER_PULL_POLICY"] == "IfNotPresent"
+    assert "KWF_STEP_SERVICE_ACCOUNT" not in env(
+        "--set", "watchNamespaces={a}", "--set", "stepServiceAccount.create=false"
+    )
+
+
+def test_standby_install_may_hold_its_lease_and_nothing_more(
+    helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str, make_namespace: Callable[[], str]
 ) -> None:
-    """A real `helm install`: the peering object is a post-install hook, so it
-    is created after the peering CRD in the same release. The image is one
-    that cannot start, so that no operator runs even where a node exists."""
+    """A real `helm install` of the standby values; the Role is asked of the
+    API server's authorizer. The image is one that cannot start, so that no
+    operator runs even where a node exists."""
     release = f"standby-{namespace}"[:40].rstrip("-")
-    peering = f"{release}-kwf"[:63]
+    fullname = f"{release}-kwf"[:63]
+    elsewhere = make_namespace()
 
     def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
         return run(kubectl_path, f"--kubeconfig={kubeconfig}", *args)
@@ -360,23 +373,29 @@ def test_standby_install_creates_its_peering_and_uninstall_keeps_the_crds(
     )  # fmt: skip
     try:
         ok(installed)
-        live = json.loads(ok(kubectl("get", "clusterkopfpeering", peering, "-o", "json")))
-        assert live["metadata"]["labels"]["app.kubernetes.io/instance"] == release
-        deployment = json.loads(ok(kubectl("get", "deployment", peering, "-n", namespace, "-o", "json")))
+        deployment = json.loads(ok(kubectl("get", "deployment", fullname, "-n", namespace, "-o", "json")))
         assert deployment["spec"]["replicas"] == 2
-        env = {
-            e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        }
-        assert env["KWF_PEERING"] == peering
+        who = f"system:serviceaccount:{namespace}:{fullname}"
+        lease = f"leases.coordination.k8s.io/{fullname}"
+        for verb, what in [("create", "leases.coordination.k8s.io"), ("get", lease), ("update", lease)]:
+            assert can_i(kubectl_path, kubeconfig, who, verb, what, namespace), f"{verb} {what}"
+        for verb, what, where in [
+            ("delete", lease, namespace),
+            ("update", "leases.coordination.k8s.io/someone-elses", namespace),
+            ("list", "leases.coordination.k8s.io", namespace),
+            ("create", "leases.coordination.k8s.io", elsewhere),
+            ("get", lease, elsewhere),
+        ]:
+            assert not can_i(kubectl_path, kubeconfig, who, verb, what, where), f"{verb} {what} in {where}"
 
         ok(helm_in("uninstall", release, "--wait", "--timeout=2m"))
-        assert kubectl("get", "deployment", peering, "-n", namespace).returncode != 0
-        assert kubectl("get", "clusterrole", peering).returncode != 0
-        for crd in ("jobs.workflow.kwf.dev", "workflows.workflow.kwf.dev", "clusterkopfpeerings.kopf.dev"):
+        assert kubectl("get", "deployment", fullname, "-n", namespace).returncode != 0
+        assert kubectl("get", "role", f"{fullname}-leader-election", "-n", namespace).returncode != 0
+        assert kubectl("get", "clusterrole", fullname).returncode != 0
+        for crd in ("jobs.workflow.kwf.dev", "workflows.workflow.kwf.dev"):
             ok(kubectl("get", "crd", crd))
     finally:
         helm_in("uninstall", release, "--timeout=2m")
-        kubectl("delete", "clusterkopfpeering", peering, "--ignore-not-found")
 
 
 def test_the_run_in_notes_is_a_valid_job(
@@ -392,13 +411,32 @@ def test_the_run_in_notes_is_a_valid_job(
 
 
 @pytest.mark.parametrize("values", VALUES_FILES, ids=lambda p: p.name.removesuffix("-values.yaml"))
-def test_the_operator_command_accepts_the_rendered_arguments(helm: Path, values: Path) -> None:
-    """The image runs `kwf operator ARGS`: every flag the chart passes must be one the CLI knows."""
+def test_the_operator_command_accepts_the_rendered_arguments(
+    helm: Path, values: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image runs `kwf operator ARGS` with the container's environment:
+    every flag and variable the chart passes must be one the CLI accepts."""
     import typer
 
     from kwf.cli import app
 
-    args = deployment_args(render(helm, "kwf-system", "-f", str(values)))
+    manifests = render(helm, "kwf-system", "-f", str(values))
+    args = deployment_args(manifests)
+    (deployment,) = find(manifests, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    plain = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    for name in (
+        "KWF_RUNNER_PULL_POLICY",
+        "KWF_STEP_SERVICE_ACCOUNT",
+        "KWF_LEADER_ELECTION",
+        "POD_NAMESPACE",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in plain.items():
+        monkeypatch.setenv(name, value)
     command = typer.main.get_command(app).commands["operator"]  # type: ignore[attr-defined]
     with command.make_context("operator", list(args)) as context:
         assert context.params["inline"] == ("--inline" in args)
+        assert context.params["leader_election"] == ("--leader-election" in args)
+        assert context.params["runner_pull_policy"] == plain["KWF_RUNNER_PULL_POLICY"]
+        assert context.params["step_service_account"] == plain.get("KWF_STEP_SERVICE_ACCOUNT")

@@ -64,7 +64,7 @@ or the release namespace when every namespace is watched.
 {{- printf "%s:%s" .Values.runner.image.repository (default .Chart.AppVersion .Values.runner.image.tag) -}}
 {{- end -}}
 
-{{/* The kopf peering object both replicas share when standby is on. */}}
-{{- define "kwf.peeringName" -}}
+{{/* The Lease the replicas compete for when standby is on. */}}
+{{- define "kwf.leaseName" -}}
 {{- include "kwf.fullname" . -}}
 {{- end -}}
