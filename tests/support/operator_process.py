@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -33,12 +33,14 @@ class OperatorProcess:
         namespaces: Sequence[str] = (),
         runner_image: str | None = None,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.kubeconfig = str(kubeconfig)
         self.log_file = log_file
         self.namespaces = list(namespaces)
         self.runner_image = runner_image
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -56,7 +58,12 @@ class OperatorProcess:
             raise OperatorError("the operator is running already")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **os.environ,
+            **self.env,
+            "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}",
+            "PYTHONUNBUFFERED": "1",
+        }
         with self.log_file.open("ab") as log:
             log.write(f"\n===== operator start #{self.starts + 1}: {' '.join(self.argv)}\n".encode())
             log.flush()
