@@ -406,7 +406,7 @@ def test_the_run_in_notes_is_a_valid_job(
     assert f"kubectl get jobs.workflow -n {namespace}" in notes
     heredoc = notes.split("<<'YAML'", 1)[1].split("\n", 1)[1].split("\n  YAML\n", 1)[0]
     job = yaml.safe_load(textwrap.dedent(heredoc))
-    kubectl = [kubectl_path, f"--kubeconfig={kubeconfig}"]
+    kubectl: list[str | Path] = [kubectl_path, f"--kubeconfig={kubeconfig}"]
     ok(run(*kubectl, "create", "--dry-run=server", "-n", namespace, "-f", "-", body=job))
 
 
