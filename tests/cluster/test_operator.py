@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kwf.k8s.api import BATCH_JOBS, KWF_JOBS, Client, load_kubeconfig
+from kwf.k8s.api import BATCH_JOBS, EVENTS, KWF_JOBS, Client, load_kubeconfig
 from tests.support.operator_process import OperatorProcess
 from tests.support.runs import (
     apply_run,
@@ -72,15 +72,35 @@ async def test_child_jobs_are_created_owned_and_named(
     assert step_status(current, "second")["attempts"] == 1
 
 
+BAD_GRAPHS = {
+    "unknown dependency": ([script("a", "pass", dependsOn=["missing-step"])], "missing-step"),
+    "cycle": (
+        [script("a", "pass", dependsOn=["b"]), script("b", "pass", dependsOn=["a"])],
+        "cycle: a -> b -> a",
+    ),
+    "when does not parse": ([script("a", "pass", when="state.total >")], "step a: when: "),
+    "unknown onFailure": ([script("a", "pass", onFailure="rescue")], "step a: onFailure names unknown step"),
+}
+
+
+@pytest.mark.parametrize("problem", BAD_GRAPHS)
 async def test_a_graph_problem_stalls_the_run_naming_it(
-    api: Client, namespace: str, operator: OperatorProcess
+    api: Client, namespace: str, operator: OperatorProcess, problem: str
 ) -> None:
-    body = run_body("broken", [script("a", "pass", dependsOn=["missing-step"])])
-    await apply_run(api, namespace, body)
+    # Each passes the CRD's validation: only the operator can tell.
+    steps, named = BAD_GRAPHS[problem]
+    await apply_run(api, namespace, run_body("broken", steps))
     run = await wait_for(lambda: get_run(api, namespace, "broken"), stalled, what="Stalled")
     found = condition(run, "Stalled")
-    assert found is not None and "missing-step" in found["message"]
+    assert found is not None and found["reason"] == "InvalidSpec"
+    assert named in found["message"] and named in run["status"]["message"]
     assert await children(api, namespace, "broken") == []
+    events = await wait_for(
+        lambda: api.list(EVENTS, namespace, field_selector="involvedObject.name=broken"),
+        lambda listing: any(e["reason"] == "InvalidSpec" for e in listing["items"]),
+        what="the InvalidSpec event",
+    )
+    assert any(named in e["message"] and e["type"] == "Warning" for e in events["items"])
 
 
 async def test_a_missing_workflow_stalls_until_it_exists(

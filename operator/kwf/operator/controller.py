@@ -441,9 +441,7 @@ class Controller:
         stalled = status.model_copy(
             update={"conditions": conditions, "message": message[:1024], "observed_generation": generation}
         )
-        if stalled.message != status.message:
-            self.events.record(body, "Warning", str(reason), message)
-        await self._write_status(key, body, status, stalled)
+        await self._write_status(key, body, status, stalled)  # its Event comes from changes()
 
     async def _after_finish(
         self, key: RunKey, body: dict[str, JSON], status: JobStatus, job: Job, now: datetime

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from kwf.api import GROUP, VERSION, JobPhase, JobStatus, StepPhase
+from kwf.api import GROUP, VERSION, Condition, JobPhase, JobStatus, StepPhase
 from kwf.k8s.api import EVENTS, ApiError, Client
 
 JSON = Any
@@ -26,6 +26,9 @@ def changes(old: JobStatus, new: JobStatus) -> list[tuple[Literal["Normal", "War
         if new.message and new.phase.finished:
             text += f": {new.message}"
         found.append((kind, new.phase.value, text))
+    stalled, was = _stalled(new), _stalled(old)
+    if stalled is not None and (was is None or was.message != stalled.message):
+        found.append(("Warning", stalled.reason, stalled.message))
     before = {step.name: step for step in old.steps}
     for step in new.steps:
         prior = before.get(step.name)
@@ -60,6 +63,14 @@ def changes(old: JobStatus, new: JobStatus) -> list[tuple[Literal["Normal", "War
                 ("Warning", "StepRetrying", f"step {step.name} attempt {prior.attempts} failed{detail}")
             )
     return found
+
+
+def _stalled(status: JobStatus) -> Condition | None:
+    """The run's Stalled condition when it is true: a spec the operator cannot run."""
+    for condition in status.conditions:
+        if condition.type == "Stalled" and condition.status == "True":
+            return condition
+    return None
 
 
 class EventRecorder:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from kwf.api import JobPhase, JobStatus, StepPhase, StepStatus
+from datetime import UTC, datetime
+
+from kwf.api import Condition, JobPhase, JobStatus, StepPhase, StepStatus
 from kwf.operator.events import changes
+
+T = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def status(phase: JobPhase, *steps: StepStatus, message: str | None = None) -> JobStatus:
@@ -47,3 +51,18 @@ def test_a_retry_is_an_event_whether_or_not_the_backoff_was_seen() -> None:
     assert changes(running, second) == [("Warning", "StepRetrying", "step fetch attempt 1 failed")]
     # From Waiting to the next attempt is not a second failure.
     assert changes(waiting, second) == []
+
+
+def stalled(message: str) -> JobStatus:
+    condition = Condition(
+        type="Stalled", status="True", reason="InvalidSpec", message=message, last_transition_time=T
+    )
+    return JobStatus(phase=JobPhase.PENDING, conditions=[condition], message=message)
+
+
+def test_a_stalled_run_is_a_warning_naming_the_problem_once() -> None:
+    first = stalled("spec.steps[0].when: does not parse")
+    assert changes(JobStatus(), first) == [("Warning", "InvalidSpec", "spec.steps[0].when: does not parse")]
+    assert changes(first, first) == []
+    other = stalled("cycle: a -> b -> a")
+    assert changes(first, other) == [("Warning", "InvalidSpec", "cycle: a -> b -> a")]
