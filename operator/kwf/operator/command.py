@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 from typing import Annotated, Literal
 
 import typer
@@ -81,7 +82,11 @@ def operator(
 ) -> None:
     """Run the kwf operator in the foreground until SIGINT/SIGTERM."""
     # Imported here: kopf and the API client take seconds to import, which
-    # every other `kwf` command would pay otherwise.
+    # every other `kwf` command would pay otherwise. kopf also imports
+    # kubernetes_asyncio when it can, only to recognise that client's objects
+    # and to log in with it; kwf does neither, and that import alone is 60% of
+    # the operator's start-up (a restart or a failover waits for it).
+    sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
     from kwf.operator.main import Leadership, LeadershipLost, Options, run
 
     if all_namespaces and namespace:
