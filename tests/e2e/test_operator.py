@@ -232,6 +232,10 @@ async def test_a_step_failure_and_the_run_failing_are_events(
         lambda items: {"StepRetrying", "StepFailed", "Failed"} <= {event["reason"] for event in items},
         what="the failure events",
     )
+    reasons = [event["reason"] for event in events]
+    assert reasons.count("Failed") == reasons.count("StepFailed") == reasons.count("StepRetrying") == 1, (
+        reasons
+    )
     by_reason = {event["reason"]: event for event in events}
     assert by_reason["StepRetrying"]["type"] == "Warning"
     assert by_reason["StepRetrying"]["message"].startswith("step doomed attempt 1 failed")

@@ -26,8 +26,9 @@ def changes(old: JobStatus, new: JobStatus) -> list[tuple[Literal["Normal", "War
         if new.message and new.phase.finished:
             text += f": {new.message}"
         found.append((kind, new.phase.value, text))
+    # A finished run is Stalled too; its phase's Event says why already.
     stalled, was = _stalled(new), _stalled(old)
-    if stalled is not None and (was is None or was.message != stalled.message):
+    if stalled is not None and not new.phase.finished and (was is None or was.message != stalled.message):
         found.append(("Warning", stalled.reason, stalled.message))
     before = {step.name: step for step in old.steps}
     for step in new.steps:

@@ -66,3 +66,13 @@ def test_a_stalled_run_is_a_warning_naming_the_problem_once() -> None:
     assert changes(first, first) == []
     other = stalled("cycle: a -> b -> a")
     assert changes(first, other) == [("Warning", "InvalidSpec", "cycle: a -> b -> a")]
+
+
+def test_a_failed_run_is_stalled_too_and_that_is_no_second_event() -> None:
+    condition = Condition(
+        type="Stalled", status="True", reason="Failed", message="step fetch failed", last_transition_time=T
+    )
+    failed = JobStatus(phase=JobPhase.FAILED, conditions=[condition], message="step fetch failed")
+    assert changes(JobStatus(phase=JobPhase.RUNNING), failed) == [
+        ("Warning", "Failed", "run is failed: step fetch failed")
+    ]
