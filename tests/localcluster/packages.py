@@ -34,6 +34,8 @@ NODE_PACKAGES = {
 }
 IMAGE_PACKAGES = {
     "podman": "/usr/bin/podman",
+    # podman runs image builds with runc, not the crun it depends on.
+    "runc": "/usr/sbin/runc",
     "debootstrap": "/usr/sbin/debootstrap",
     "gcc": "/usr/bin/gcc",
     "libc6-dev": "/usr/lib/x86_64-linux-gnu/libc.a",
