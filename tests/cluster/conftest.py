@@ -6,6 +6,7 @@ what was running: tests here must not need one, nor be disturbed by one.
 
 Fixtures (tests/localcluster/fixtures.py): cluster (a tests.localcluster.kube.Kube),
 kubeconfig, kubectl_path, kubectl, namespace, make_namespace.
+tests/support/fixtures.py: api, operator (a `kwf operator` process), operator_args.
 """
 
 import pytest
@@ -18,6 +19,7 @@ from tests.localcluster.fixtures import (  # noqa: F401  (fixtures, found by nam
     make_namespace,
     namespace,
 )
+from tests.support.fixtures import api, operator, operator_args  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import subprocess
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from subprocess import PIPE
 from typing import Any
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from kwf.clusterctl.shared_state import update_shared_state
-from kwf.k8s.api import KWF_JOBS, PODS, Client, load_kubeconfig
+from kwf.k8s.api import KWF_JOBS, PODS, Client
 from kwf.k8s.manifests import LABEL_ATTEMPT, LABEL_JOB, LABEL_JOB_UID, LABEL_STEP
 from tests.support.runs import run_body, script
 
@@ -33,12 +33,6 @@ STEPS = [
     script("summarize", "print(3)", dependsOn=["fetch"]),
     script("report", "print(4)", dependsOn=["count", "summarize"]),
 ]
-
-
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
 
 
 @pytest.fixture

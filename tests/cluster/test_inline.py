@@ -4,12 +4,10 @@ the real control plane: no pods are needed, and none may be created."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from kwf.k8s.api import EVENTS, SECRETS, Client, load_kubeconfig
+from kwf.k8s.api import EVENTS, SECRETS, Client
 from tests.fakes import FakeGitHub, FakeOpenAI, Reply, ScriptedServer
 from tests.support.operator_process import OperatorProcess
 from tests.support.runs import (
@@ -26,22 +24,8 @@ KEY = "sk-cluster-inline-8d1f0c"
 
 
 @pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        kubeconfig, tmp_path / "operator.log", namespaces=[namespace], extra_args=["--inline"]
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"----- operator log ({process.log_file}) -----\n{process.tail(200)}")
+def operator_args() -> list[str]:
+    return ["--inline"]
 
 
 def http(name: str, url: str, **fields: object) -> dict[str, object]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from kwf.k8s.api import Client, load_kubeconfig
+from kwf.k8s.api import Client
 from kwf.operator.leader import LEASES
 from tests.support.operator_process import READY_LINE, OperatorProcess
 from tests.support.runs import apply_run, children, run_body, script, wait_for
@@ -61,12 +61,6 @@ class Replica:
             response = await http.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10)
         found = LAUNCHED.search(response.text)
         return float(found.group(1)) if found else 0.0
-
-
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@ run here, so these tests look at what the operator writes and creates)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-
 import pytest
 
-from kwf.k8s.api import BATCH_JOBS, EVENTS, KWF_JOBS, Client, load_kubeconfig
+from kwf.k8s.api import BATCH_JOBS, EVENTS, KWF_JOBS, Client
 from tests.support.operator_process import OperatorProcess
 from tests.support.runs import (
     apply_run,
@@ -23,23 +20,6 @@ from tests.support.runs import (
 )
 
 SLEEP = "import time; time.sleep(3600)"
-
-
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(kubeconfig, tmp_path / "operator.log", namespaces=[namespace])
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"----- operator log ({process.log_file}) -----\n{process.tail(200)}")
 
 
 def stalled(run: dict[str, object]) -> bool:

@@ -9,14 +9,11 @@ clock the test sets.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-from kwf.k8s.api import KWF_JOBS, WORKFLOWS, Client, load_kubeconfig
+from kwf.k8s.api import KWF_JOBS, WORKFLOWS, Client
 from kwf.operator.schedules import Schedules
 from kwf.schedule import Scheduler, Tick, run_name
 from kwf.schedule.cron import parse_time
@@ -26,23 +23,6 @@ from tests.support.runs import wait_for
 
 JSON = Any
 STEPS = [{"name": "hello", "script": {"language": "shell", "source": "echo hi"}}]
-
-
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(kubeconfig, tmp_path / "operator.log", namespaces=[namespace])
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"----- operator log ({process.log_file}) -----\n{process.tail(200)}")
 
 
 def iso(moment: datetime) -> str:

@@ -8,14 +8,13 @@ times before the tick's ``now`` so a tick's history pruning is decided.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kwf.k8s.api import KWF_JOBS, WORKFLOWS, Client, load_kubeconfig
+from kwf.k8s.api import KWF_JOBS, WORKFLOWS, Client
 from kwf.schedule import Reason, Scheduler, run_name
 from kwf.schedule.scheduler import ANNOTATION_SCHEDULED_AT, CONDITION, LABEL_WORKFLOW
 
@@ -30,12 +29,6 @@ def at(minutes: float) -> datetime:
 
 def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
 
 
 async def scheduled_workflow(api: Client, namespace: str, name: str, **schedule: JSON) -> dict[str, JSON]:

@@ -8,6 +8,7 @@ KWF_E2E_CLUSTER=kind does the same as the option.
 Fixtures (tests/localcluster/fixtures.py): cluster (a tests.localcluster.kube.Kube),
 kubeconfig, kubectl_path, kubectl, namespace, make_namespace, runner_image,
 operator_image, host_address (where pods reach a server a test runs here).
+tests/support/fixtures.py: api, operator (a `kwf operator` process), operator_args.
 """
 
 import os
@@ -25,6 +26,7 @@ from tests.localcluster.fixtures import (  # noqa: F401  (fixtures, found by nam
     operator_image,
     runner_image,
 )
+from tests.support.fixtures import api, operator, operator_args  # noqa: F401  (fixtures)
 
 CLUSTERS = ("local", "kind")
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from kwf.k8s.api import EVENTS, KWF_JOBS, PODS, WORKFLOWS, Client, load_kubeconfig
+from kwf.k8s.api import EVENTS, KWF_JOBS, PODS, WORKFLOWS, Client
 from tests.support.examples import EXAMPLES_DIR
 from tests.support.operator_process import OperatorProcess
 from tests.support.runs import (
@@ -33,23 +30,6 @@ import json, os
 state = json.load(open(os.environ["KWF_STATE"]))
 json.dump({"state": {"counter": state.get("counter", 0) + 1}}, open(os.environ["KWF_RESULT"], "w"))
 """
-
-
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(kubeconfig, tmp_path / "operator.log", namespaces=[namespace])
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"----- operator log ({process.log_file}) -----\n{process.tail(300)}")
 
 
 def example(file: str) -> dict[str, JSON]:

@@ -9,15 +9,14 @@ checked to appear nowhere a user or the operator's log would show it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from kwf.k8s.api import EVENTS, KWF_JOBS, SECRETS, WORKFLOWS, Client, load_kubeconfig
+from kwf.k8s.api import EVENTS, KWF_JOBS, SECRETS, WORKFLOWS, Client
 from kwf.schedule.scheduler import CONDITION, LABEL_WORKFLOW
 from tests.fakes import FakeGitHub, FakeOpenAI
 from tests.support.examples import API_KEY, EXAMPLES, Example
@@ -25,12 +24,6 @@ from tests.support.operator_process import OperatorProcess
 from tests.support.runs import finished, step_status, wait_for
 
 JSON = Any
-
-
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +35,8 @@ def servers(host_address: str) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def operator(
-    kubeconfig: Path, namespace: str, tmp_path: Path, runner_image: str
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(
-        kubeconfig, tmp_path / "operator.log", namespaces=[namespace], runner_image=runner_image
-    )
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"----- operator log ({process.log_file}) -----\n{process.tail(300)}")
+def operator_args(runner_image: str) -> list[str]:
+    return ["--runner-image", runner_image]
 
 
 def documents(example: Example, servers: dict[str, str]) -> list[dict[str, JSON]]:

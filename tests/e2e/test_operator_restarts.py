@@ -13,12 +13,10 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from kwf.k8s.api import BATCH_JOBS, KWF_JOBS, Client, load_kubeconfig
+from kwf.k8s.api import BATCH_JOBS, KWF_JOBS, Client
 from tests.support.operator_process import OperatorProcess
 from tests.support.runs import apply_run, is_finished, run_body, script, step_status, wait_for
 
@@ -34,22 +32,6 @@ json.dump({"state": {"counter": state["counter"] + 1}}, open(os.environ["KWF_RES
 """
 
 
-@pytest.fixture
-async def api(kubeconfig: Path) -> AsyncIterator[Client]:
-    async with Client(load_kubeconfig(kubeconfig)) as client:
-        yield client
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(kubeconfig, tmp_path / "operator.log", namespaces=[namespace])
-    try:
-        yield process
-    finally:
-        process.stop()
-        print(f"----- operator log, last lines ({process.log_file}) -----\n{process.tail(300)}")
-
-
 def chain(name: str) -> dict[str, object]:
     steps = [script(step, INCREMENT, dependsOn=[STEPS[i - 1]] if i else []) for i, step in enumerate(STEPS)]
     return run_body(name, steps, initialState={"counter": 0})
@@ -63,7 +45,6 @@ async def test_random_kills_lose_and_duplicate_nothing(
     print(f"kill points from seed {seed} (KWF_KILL_SEED={seed} to replay them)")
     chooser = random.Random(seed)
     names = [f"chain-{i:02d}" for i in range(RUNS)]
-    operator.start()
     started = time.monotonic()
     for name in names:
         await apply_run(api, namespace, chain(name))
