@@ -136,6 +136,18 @@ def frozen_spec(snapshot: WorkflowSnapshot, current: Workflow | None) -> Workflo
     )
 
 
+def with_children(status: JobStatus, launched: Mapping[str, str]) -> JobStatus:
+    """``status`` with each launched step's child Job name, so that the launch's
+    own status patch records it (the watch event would otherwise cost a second)."""
+    if not launched:
+        return status
+    steps = [
+        entry.model_copy(update={"job": launched[entry.name]}) if entry.name in launched else entry
+        for entry in status.steps
+    ]
+    return status.model_copy(update={"steps": steps})
+
+
 class Controller:
     def __init__(self, api: Client, settings: Settings | None = None, *, clock: Clock = utcnow) -> None:
         self.api = api
@@ -278,8 +290,8 @@ class Controller:
             new_status = new_status.model_copy(update={"workflow": snapshot})
 
         owner = Owner(name=key.name, namespace=key.namespace, uid=uid)
-        await self._apply(owner, decision.actions)
-        await self._write_status(key, body, status, new_status)
+        launched = await self._apply(owner, decision.actions)
+        await self._write_status(key, body, status, with_children(new_status, launched))
         if new_status.phase.finished:
             self.inline.forget_run(uid)
 
@@ -335,27 +347,34 @@ class Controller:
 
     # ------------------------------------------------------------- apply
 
-    async def _apply(self, owner: Owner, actions: tuple[Launch | Stop, ...]) -> None:
+    async def _apply(self, owner: Owner, actions: tuple[Launch | Stop, ...]) -> dict[str, str]:
+        """Take the actions; returns each launched step's child Job name."""
         # Taken on every pass, launching or not: plan() has just seen every child
         # event so far, so only a later event can be the one that frees a step.
         woken = self._woken_at.pop(RunKey(owner.namespace, owner.name), None)
         if not actions:
-            return
-        await asyncio.gather(
+            return {}
+        done = await asyncio.gather(
             *(self._launch(owner, a) if isinstance(a, Launch) else self._stop(owner, a) for a in actions)
         )
         if woken is not None and any(isinstance(a, Launch) for a in actions):
             metrics.SCHEDULE_LATENCY.observe(time.perf_counter() - woken)
+        return {
+            action.step.name: name
+            for action, name in zip(actions, done, strict=True)
+            if isinstance(action, Launch) and name is not None
+        }
 
-    async def _launch(self, owner: Owner, launch: Launch) -> None:
+    async def _launch(self, owner: Owner, launch: Launch) -> str | None:
+        """Start one attempt; returns its child Job's name (None: inline, or refused)."""
         if self.inline.launch(owner, launch):
-            return
+            return None
         name = child_name(owner.name, launch.step.name, launch.number)
         try:
             manifest = child_job(launch, owner, self.settings.pod)
         except ValueError as error:  # inputs over their cap: this attempt can never start
             self._refuse(owner, launch, AttemptPhase.FAILED, str(error))
-            return
+            return None
         try:
             created = await self.api.create(BATCH_JOBS, manifest, owner.namespace)
             metrics.STEPS_LAUNCHED.inc()
@@ -365,15 +384,16 @@ class Controller:
                 self._refuse(
                     owner, launch, AttemptPhase.LOST, f"a Job named {name} exists and is not this run's"
                 )
-                return
+                return None
         except ApiError as error:
             if error.status >= 500 or error.status == 429:
                 raise
             self._refuse(owner, launch, AttemptPhase.LOST, f"the step's Job was rejected: {error.message}")
-            return
+            return None
         # Into the index at once: the next plan must see this attempt even if
         # the watch event is still on its way.
         self.index.put_job(created)
+        return name
 
     def _refuse(self, owner: Owner, launch: Launch, phase: AttemptPhase, message: str) -> None:
         now = self.clock()
@@ -390,7 +410,7 @@ class Controller:
 
     async def _stop(self, owner: Owner, stop: Stop) -> None:
         if await self.inline.stop(owner, stop):
-            return
+            return None
         name = child_name(owner.name, stop.step, stop.number)
         for child in self.index.children(owner.uid):
             meta = child["metadata"]
