@@ -73,7 +73,8 @@ class ChildIndex:
     # -- children
 
     def put_job(self, job: dict[str, JSON]) -> RunKey | None:
-        """A child Job was seen (or created); returns the run to look at again."""
+        """A child Job was seen (or created); returns the run to look at again,
+        None when nothing its plan reads has changed."""
         run_uid, uid = controller_uid(job), _uid(job)
         if not run_uid or not uid or not is_child_of(job, run_uid):
             return None
@@ -81,10 +82,13 @@ class ChildIndex:
         child = children.get(uid)
         if child is None:
             child = children[uid] = _Child(job=job, pod=self._pods.pop(uid, None))
-        elif _newer(child.job, job):
-            child.job = job
+            before = None
+        else:
+            before = _seen(child)
+            if _newer(child.job, job):
+                child.job = job
         self._run_of_child[uid] = run_uid
-        return self._runs.get(run_uid)
+        return self._runs.get(run_uid) if _seen(child) != before else None
 
     def delete_job(self, job: Mapping[str, JSON]) -> RunKey | None:
         uid = _uid(job)
@@ -108,6 +112,7 @@ class ChildIndex:
                 self._pods.pop(job_uid, None)
             return self._runs.get(str(pod.get("metadata", {}).get("labels", {}).get(LABEL_JOB_UID)))
         child = self._children[run_uid][job_uid]
+        before = _seen(child)
         if deleted:
             if child.pod is not None and _uid(child.pod) == _uid(pod):
                 final = pod if _newer(child.pod, pod) else child.pod
@@ -116,7 +121,7 @@ class ChildIndex:
                 child.pod = final if _terminated(final) else None
         elif child.pod is None or _uid(child.pod) != _uid(pod) or _newer(child.pod, pod):
             child.pod = pod
-        return self._runs.get(run_uid)
+        return self._runs.get(run_uid) if _seen(child) != before else None
 
     def put_log(self, job_uid: str, log: str) -> None:
         run_uid = self._run_of_child.get(job_uid)
@@ -148,6 +153,13 @@ class ChildIndex:
 
     def runs(self) -> list[RunKey]:
         return list(self._runs.values())
+
+
+def _seen(child: _Child) -> tuple[Attempt | None, bool]:
+    """All a reconcile reads of one child: its attempt, and whether a log is to be read.
+    Most pod and Job events (scheduled, pulling, started) change neither."""
+    attempt = attempt_of(child.job, child.pod, pod_vanished=child.pod_vanished, log=child.log)
+    return attempt, child.log is None and needs_log(child.pod) is not None
 
 
 def _terminated(pod: Mapping[str, JSON]) -> bool:

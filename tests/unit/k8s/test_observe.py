@@ -232,3 +232,25 @@ def test_index_keeps_the_newer_of_two_versions() -> None:
     index.put_job(child())  # an older event arriving late changes nothing
     (attempt,) = index.observe(RUN_UID)["count"]
     assert attempt.phase is AttemptPhase.FAILED
+
+
+def test_index_wakes_a_run_only_when_what_its_plan_reads_changes() -> None:
+    index = ChildIndex()
+    run = RunKey("default", "demo")
+    index.remember_run(RUN_UID, run)
+    assert index.put_job(child()) == run  # a new child
+    assert index.put_job(child()) is None  # its watch event, after the create's answer
+    assert index.put_pod(pod(phase="Pending", state={"waiting": {"reason": "ContainerCreating"}})) is None
+    started = pod()
+    started["metadata"]["resourceVersion"] = "102"
+    assert index.put_pod(started) is None  # still a running attempt
+    report = report_result(Result(output="x" * 10_000), Limits())
+    framed = pod(terminated(0, report.message))
+    framed["metadata"]["resourceVersion"] = "103"
+    assert index.put_pod(framed) == run  # its log is to be read now
+    index.put_log(JOB_UID, "")
+    again = copy.deepcopy(framed)
+    again["metadata"]["resourceVersion"] = "104"
+    assert index.put_pod(again) is None
+    assert index.put_pod(again, deleted=True) is None  # ended already: the deletion changes nothing
+    assert index.delete_job(child()) == run
