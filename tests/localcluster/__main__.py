@@ -1,4 +1,7 @@
-"""`python -m tests.localcluster up|down|status|images` (what the Makefile's cluster targets run)."""
+"""`python -m tests.localcluster up|down|status|images` (what the Makefile's cluster targets run).
+
+`up` also applies crds/, so that `make run` and the benches find the kinds.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import sys
 import time
 
 from . import cluster, images
+from .kube import Kube
 from .layout import Layout
 from .procs import ClusterError
 
@@ -24,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             cluster.up(layout, with_node=not args.no_node)
+            crds = Kube(kubeconfig=layout.kubeconfig, kubectl_path=layout.kubectl).apply_crds()
+            print(f"CRDs applied and Established: {len(crds)}")
         elif args.command == "down":
             started = time.monotonic()
             stopped = cluster.down(layout)
