@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx2
+import pydantic_core
 import yaml
 
 JSON = Any
@@ -243,6 +244,9 @@ class WatchEvent:
     object: dict[str, JSON]
 
 
+KEEPALIVE_SECONDS = 60.0
+
+
 class Client:
     """Async JSON client. Use as ``async with Client(config) as api: ...``."""
 
@@ -256,7 +260,13 @@ class Client:
             verify=config.ssl_context,
             headers=headers,
             timeout=httpx2.Timeout(timeout),
-            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            # Connections are kept a minute (httpx2's default is 5 s): a step's
+            # next write comes seconds later, and a new one costs a TLS handshake.
+            limits=httpx2.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=max_connections,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+            ),
             trust_env=False,
         )
 
@@ -287,7 +297,7 @@ class Client:
             raise _error(response.status_code, _json_or_text(response.content))
         if not response.content:
             return None
-        return response.json()
+        return pydantic_core.from_json(response.content)
 
     # -- objects
 
@@ -423,7 +433,7 @@ class Client:
             async for line in response.aiter_lines():
                 if not line:
                     continue
-                event = json.loads(line)
+                event = pydantic_core.from_json(line)
                 if event.get("type") == "ERROR":
                     status = event.get("object") or {}
                     raise _error(int(status.get("code") or 500), status)

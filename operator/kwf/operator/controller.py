@@ -354,10 +354,13 @@ class Controller:
         woken = self._woken_at.pop(RunKey(owner.namespace, owner.name), None)
         if not actions:
             return {}
+        launching = woken is not None and any(isinstance(a, Launch) for a in actions)
+        if launching and woken is not None:
+            metrics.SCHEDULE_DECISION.observe(time.perf_counter() - woken)
         done = await asyncio.gather(
             *(self._launch(owner, a) if isinstance(a, Launch) else self._stop(owner, a) for a in actions)
         )
-        if woken is not None and any(isinstance(a, Launch) for a in actions):
+        if launching and woken is not None:
             metrics.SCHEDULE_LATENCY.observe(time.perf_counter() - woken)
         return {
             action.step.name: name

@@ -26,6 +26,13 @@ SCHEDULE_LATENCY = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
     registry=REGISTRY,
 )
+SCHEDULE_DECISION = Histogram(
+    "kwf_schedule_decision_seconds",
+    "From the event that made a step ready to its launch decided: kwf's own part of"
+    " kwf_schedule_latency_seconds, before the API server's answer to the create",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+    registry=REGISTRY,
+)
 RECONCILE_DURATION = Histogram(
     "kwf_reconcile_duration_seconds",
     "One reconcile of a run, API calls included",
