@@ -16,23 +16,12 @@ from rich.tree import Tree
 from kwf.api import JobStatus, StepPhase, StepStatus
 from kwf.clusterctl.shared_state import shared_state
 from kwf.engine.state import format_size, json_size
-from kwf.local.progress import duration
+from kwf.local.progress import PHASE_STYLES, duration
 
 JSON = Any
 
 PREVIEW = 60
 STATE_KEYS_SHOWN = 20
-
-_STYLES = {
-    StepPhase.PENDING: "dim",
-    StepPhase.WAITING: "yellow",
-    StepPhase.RUNNING: "cyan",
-    StepPhase.SUCCEEDED: "green",
-    StepPhase.FAILED: "red",
-    StepPhase.SKIPPED: "dim",
-    StepPhase.RECOVERED: "magenta",
-    StepPhase.CANCELLED: "red",
-}
 
 
 def job_status(obj: Mapping[str, JSON]) -> JobStatus:
@@ -57,7 +46,7 @@ def step_line(name: str, step: StepStatus | None, after: Sequence[str], now: dat
     if step is None:
         text.append("  Pending", style="dim")
     else:
-        text.append(f"  {step.phase.value}", style=_STYLES.get(step.phase, ""))
+        text.append(f"  {step.phase.value}", style=PHASE_STYLES.get(step.phase, ""))
         if step.attempts > 1:
             text.append(f"  attempt {step.attempts}")
         took = duration(step, now)

@@ -13,7 +13,8 @@ from rich.text import Text
 
 from kwf.api import JobStatus, StepPhase, StepStatus
 
-_COLOURS = {
+#: rich styles of the step phases, for `kwf run` and `kwf get` alike.
+PHASE_STYLES = {
     StepPhase.PENDING: "dim",
     StepPhase.WAITING: "yellow",
     StepPhase.RUNNING: "cyan",
@@ -104,7 +105,7 @@ class LiveProgress:
             note = step.message if step.phase in (StepPhase.FAILED, StepPhase.WAITING) else step.output
             table.add_row(
                 step.name,
-                Text(step.phase.value, style=_COLOURS.get(step.phase, "")),
+                Text(step.phase.value, style=PHASE_STYLES.get(step.phase, "")),
                 str(step.attempts),
                 duration(step, now),
                 note or "",
