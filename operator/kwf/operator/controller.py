@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 RESYNC_SECONDS = 60.0
 MISSING_WORKFLOW_RETRY = 10.0
 MAX_CONFLICTS = 10
+#: How long a pass that started inline steps waits for them before it writes
+#: status: a quick http or llm step then costs one status write, not two.
+INLINE_SETTLE_SECONDS = 0.05
 
 
 def utcnow() -> datetime:
@@ -170,6 +173,7 @@ class Controller:
         self._workflows: dict[tuple[str, str], dict[str, JSON]] = {}
         self._rejected: dict[str, dict[tuple[str, int], Attempt]] = {}  # run uid -> refused launches
         self._woken_at: dict[RunKey, float] = {}  # when the event that may free a step arrived
+        self._deferred: set[RunKey] = set()  # runs whose last pass left its status write to the next
 
     # ------------------------------------------------------------ inputs
 
@@ -291,6 +295,10 @@ class Controller:
 
         owner = Owner(name=key.name, namespace=key.namespace, uid=uid)
         launched = await self._apply(owner, decision.actions)
+        if await self._inline_done(key, uid, decision.actions, launched):
+            # The next pass writes their launch and their end in one status patch.
+            self.queue.add(key)
+            return
         await self._write_status(key, body, status, with_children(new_status, launched))
         if new_status.phase.finished:
             self.inline.forget_run(uid)
@@ -301,6 +309,23 @@ class Controller:
             await self._after_finish(key, self._bodies.get(key, body), new_status, job, self.clock())
         else:
             self.queue.add_after(key, self.settings.resync_seconds)
+
+    async def _inline_done(
+        self, key: RunKey, uid: str, actions: tuple[Launch | Stop, ...], launched: Mapping[str, str]
+    ) -> bool:
+        """Whether the inline attempts this pass started ended within INLINE_SETTLE_SECONDS,
+        so that this pass may leave its status write to the next one. Never twice in a
+        row: a chain of quick inline steps still records every other step as it goes."""
+        if key in self._deferred:
+            self._deferred.discard(key)
+            return False
+        inline = [
+            (a.step.name, a.number) for a in actions if isinstance(a, Launch) and a.step.name not in launched
+        ]
+        if not inline or not await self.inline.settle(uid, inline, INLINE_SETTLE_SECONDS):
+            return False
+        self._deferred.add(key)
+        return True
 
     def _effective(self, job: Job, status: JobStatus) -> tuple[JobSpec | None, WorkflowSnapshot | str | None]:
         """The spec to plan from: inline steps, or the Workflow's as the run first saw them."""

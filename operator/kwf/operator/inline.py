@@ -220,6 +220,16 @@ class InlineRunner:
             merged.setdefault(step, []).append(attempt)
         return merged
 
+    async def settle(self, uid: str, attempts: Iterable[tuple[str, int]], within: float) -> bool:
+        """Wait up to ``within`` seconds for these attempts of the run to end;
+        True when all of them have (none of them ours: False)."""
+        mine = self._runs.get(uid, {})
+        tasks = [t for key in attempts if (r := mine.get(key)) is not None and (t := r.task) is not None]
+        if not tasks:
+            return False
+        _, pending = await asyncio.wait(tasks, timeout=within)
+        return not pending
+
     def forget_run(self, uid: str) -> None:
         """The run finished or is gone: drop its attempts, stopping any still running."""
         for record in self._runs.pop(uid, {}).values():

@@ -137,6 +137,18 @@ async def test_a_stopped_attempt_fails_with_the_reason() -> None:
     assert attempt.phase is AttemptPhase.FAILED and attempt.message == "stopped: cancelled"
 
 
+async def test_settle_says_whether_the_attempts_ended_in_time() -> None:
+    runner = InlineRunner(Woken(), enabled=True)
+    async with Gate() as gate:
+        runner.launch(OWNER, Launch(step=http_step(gate.url), number=1, inputs=INPUTS))
+        assert not await runner.settle(OWNER.uid, [("stars", 1)], within=0.2)  # held by the server
+        assert not await runner.settle(OWNER.uid, [("other", 1)], within=0.2)  # not an attempt here
+        gate.release.set()
+        assert await runner.settle(OWNER.uid, [("stars", 1)], within=30)
+        await runner.close()
+    assert one(runner, "stars").phase is AttemptPhase.SUCCEEDED
+
+
 async def test_an_llm_step_gets_its_key_from_the_secret_and_never_shows_it() -> None:
     fetched: list[tuple[str, str]] = []
 
