@@ -183,6 +183,7 @@ class Controller:
         if deleted:
             if self._bodies.get(key, {}).get("metadata", {}).get("uid") == uid:
                 self._bodies.pop(key, None)
+                self._deferred.discard(key)
                 self.queue.forget(key)
             self.index.forget_run(uid)
             self._rejected.pop(uid, None)
