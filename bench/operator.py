@@ -14,7 +14,8 @@ reacts to the same pod watch. Every figure is a ratio measured in one run:
   100 concurrent runs (--quick: 10), beside the bare client's: child
   terminated seen -> next child Job created (kwf_schedule_latency_seconds,
   the API server's answer included) and -> the create sent, kwf's own part
-  (kwf_schedule_decision_seconds);
+  (kwf_schedule_decision_seconds), which the targets are for; the first is
+  printed with its ratio to the bare client's;
 - a burst of 50 single-step runs, until all are done;
 - inline-step runs per minute on one replica (an inline http step each,
   against a server on 127.0.0.1 in its own process);
@@ -362,6 +363,7 @@ async def serial_chain(api: Client, kns: str, kseen: Seen, bns: str, bseen: Seen
     cluster = sum(delta.values()) / length
 
     period = (period + await kwf_chain(api, kns, kseen, "chain-b", length)) / 2
+    await asyncio.sleep(EVENT_SETTLE_SECONDS)  # chain-b's last Event, before the 1-step run counts
     events = await kwf_events(api, kns)
     await bare.chain("chain-b", length)
     bare_period = (bare_period + period_of(bseen, "chain-b", length)) / 2
@@ -425,18 +427,21 @@ async def concurrent(
     ]
     what = f"{runs} runs x {length} steps"
     rows: list[tuple[str, ...]] = []
-    for metric, label, bare_values in (
-        (metrics[0], "terminated seen -> next Job created", bare.reaction),
-        (metrics[1], "terminated seen -> create sent (kwf's own)", bare.decision),
+    for metric, label, bare_values, targets in (
+        # kwf's own time, the figure with targets: the event to the create sent.
+        (metrics[1], "kwf's own time per step", bare.decision, ("<= 15 ms", "<= 100 ms")),
+        # The same with the API server's answer to the create, which kwf does not control.
+        (metrics[0], "to the next Job created (API answer in)", bare.reaction, ("-", "-")),
     ):
-        for q, target in ((0.5, "<= 15 ms"), (0.99, "<= 100 ms")):
+        for q, target in zip((0.5, 0.99), targets, strict=True):
             value, count = histogram_quantile(before[metric], after[metric], q)
+            floor = quantile(bare_values, q)
             rows.append(
                 (
-                    f"kwf time per step p{q * 100:.0f}, {label}, {what}",
+                    f"{label} p{q * 100:.0f}, {what}",
                     f"{value * 1000:.1f} ms (n={count})",
-                    f"{quantile(bare_values, q) * 1000:.1f} ms",
-                    "-",
+                    f"{floor * 1000:.1f} ms",
+                    f"{value / floor:.2f}x" if target == "-" else "-",
                     target,
                 )
             )
