@@ -296,7 +296,7 @@ class Controller:
 
         owner = Owner(name=key.name, namespace=key.namespace, uid=uid)
         launched = await self._apply(owner, decision.actions)
-        if await self._inline_done(key, uid, decision.actions, launched):
+        if await self._inline_done(key, uid, decision.actions):
             # The next pass writes their launch and their end in one status patch.
             self.queue.add(key)
             return
@@ -311,19 +311,15 @@ class Controller:
         else:
             self.queue.add_after(key, self.settings.resync_seconds)
 
-    async def _inline_done(
-        self, key: RunKey, uid: str, actions: tuple[Launch | Stop, ...], launched: Mapping[str, str]
-    ) -> bool:
+    async def _inline_done(self, key: RunKey, uid: str, actions: tuple[Launch | Stop, ...]) -> bool:
         """Whether the inline attempts this pass started ended within INLINE_SETTLE_SECONDS,
         so that this pass may leave its status write to the next one. Never twice in a
         row: a chain of quick inline steps still records every other step as it goes."""
         if key in self._deferred:
             self._deferred.discard(key)
             return False
-        inline = [
-            (a.step.name, a.number) for a in actions if isinstance(a, Launch) and a.step.name not in launched
-        ]
-        if not inline or not await self.inline.settle(uid, inline, INLINE_SETTLE_SECONDS):
+        launches = [(a.step.name, a.number) for a in actions if isinstance(a, Launch)]
+        if not await self.inline.settle(uid, launches, INLINE_SETTLE_SECONDS):
             return False
         self._deferred.add(key)
         return True
@@ -380,13 +376,14 @@ class Controller:
         woken = self._woken_at.pop(RunKey(owner.namespace, owner.name), None)
         if not actions:
             return {}
-        launching = woken is not None and any(isinstance(a, Launch) for a in actions)
-        if launching and woken is not None:
+        if not any(isinstance(a, Launch) for a in actions):
+            woken = None  # a stop frees nothing
+        if woken is not None:
             metrics.SCHEDULE_DECISION.observe(time.perf_counter() - woken)
         done = await asyncio.gather(
             *(self._launch(owner, a) if isinstance(a, Launch) else self._stop(owner, a) for a in actions)
         )
-        if launching and woken is not None:
+        if woken is not None:
             metrics.SCHEDULE_LATENCY.observe(time.perf_counter() - woken)
         return {
             action.step.name: name
@@ -439,7 +436,7 @@ class Controller:
 
     async def _stop(self, owner: Owner, stop: Stop) -> None:
         if await self.inline.stop(owner, stop):
-            return None
+            return
         name = child_name(owner.name, stop.step, stop.number)
         for child in self.index.children(owner.uid):
             meta = child["metadata"]

@@ -221,10 +221,11 @@ class InlineRunner:
         return merged
 
     async def settle(self, uid: str, attempts: Iterable[tuple[str, int]], within: float) -> bool:
-        """Wait up to ``within`` seconds for these attempts of the run to end;
-        True when all of them have (none of them ours: False)."""
+        """Wait up to ``within`` seconds for those of these attempts that run here
+        to end; True when all of them have (none of them here: False)."""
         mine = self._runs.get(uid, {})
-        tasks = [t for key in attempts if (r := mine.get(key)) is not None and (t := r.task) is not None]
+        records = [mine[key] for key in attempts if key in mine]
+        tasks = [record.task for record in records if record.task is not None]
         if not tasks:
             return False
         _, pending = await asyncio.wait(tasks, timeout=within)
