@@ -1,6 +1,9 @@
 """The operator on the real cluster, against a bare async client doing the same.
 
-    python -m bench.operator [--quick]      (make bench-operator)
+    python -m bench.operator [--quick | --smoke]      (make bench-operator)
+
+--smoke runs every figure once at its smallest size (make test checks that
+the bench still works; its figures are not worth reading).
 
 Runs against .cluster/kubeconfig (make cluster-up: control plane and node).
 It starts its own operator process (``kwf operator --inline --metrics-port``)
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import re
 import subprocess
@@ -313,7 +317,22 @@ async def kwf_events(api: Client, ns: str) -> int:
 # ---------------------------------------------------------------- the figures
 
 
-async def measure(quick: bool) -> list[tuple[str, str, str, str, str]]:
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    chain: int
+    concurrent: tuple[tuple[int, int], ...]  # (runs, steps each)
+    burst: int
+    inline: int
+
+
+SIZES = {
+    "full": Sizes(chain=10, concurrent=((10, 5), (100, 2)), burst=50, inline=1000),
+    "quick": Sizes(chain=10, concurrent=((10, 3),), burst=50, inline=300),
+    "smoke": Sizes(chain=3, concurrent=((2, 2),), burst=3, inline=10),
+}
+
+
+async def measure(sizes: Sizes) -> list[tuple[str, str, str, str, str]]:
     rows: list[tuple[str, str, str, str, str]] = []
     async with (
         Client(load_kubeconfig(KUBECONFIG)) as api,
@@ -323,11 +342,11 @@ async def measure(quick: bool) -> list[tuple[str, str, str, str, str]]:
         operator = Operator(kns, REPO / ".cluster" / "logs" / "bench-operator.log")
         try:
             await operator.ready()
-            rows += await serial_chain(api, kns, kseen, bns, bseen)
-            for runs, length in [(10, 3 if quick else 5)] + ([] if quick else [(100, 2)]):
+            rows += await serial_chain(api, kns, kseen, bns, bseen, sizes.chain)
+            for runs, length in sizes.concurrent:
                 rows += await concurrent(api, kns, kseen, bns, bseen, runs, length)
-            rows += await burst(api, kns, kseen, bns, bseen, 50)
-            rows += await inline(api, kns, kseen, 300 if quick else 1000)
+            rows += await burst(api, kns, kseen, bns, bseen, sizes.burst)
+            rows += await inline(api, kns, kseen, sizes.inline)
             rss, peak = operator.rss_mb()
             rows.append(("operator RSS (peak)", f"{rss:.0f} MB ({peak:.0f})", "-", "-", "-"))
         finally:
@@ -347,10 +366,11 @@ async def kwf_chain(api: Client, kns: str, kseen: Seen, run: str, length: int) -
     return period_of(kseen, run, length)
 
 
-async def serial_chain(api: Client, kns: str, kseen: Seen, bns: str, bseen: Seen) -> list[tuple[str, ...]]:
+async def serial_chain(
+    api: Client, kns: str, kseen: Seen, bns: str, bseen: Seen, length: int
+) -> list[tuple[str, ...]]:
     """Two chains each, in the order bare, kwf, kwf, bare: a machine that grows
     busier or calmer along the way weighs on both alike."""
-    length = 10
     bare = Bare(api, bns, bseen)
     await bare.chain("chain-a", length)
     bare_period = period_of(bseen, "chain-a", length)
@@ -378,14 +398,14 @@ async def serial_chain(api: Client, kns: str, kseen: Seen, bns: str, bseen: Seen
     per_step = (chain_writes - single_writes) / (length - 1)
     return [
         (
-            "step period, 10-step chain (mean of 2)",
+            f"step period, {length}-step chain (mean of 2)",
             f"{period * 1000:.0f} ms",
             f"{bare_period * 1000:.0f} ms",
             f"{period / bare_period:.3f}x",
             "<= 1.05x",
         ),
         (
-            "API writes, 10-step chain (kwf, per step; cluster, per step)",
+            f"API writes, {length}-step chain (kwf, per step; cluster, per step)",
             f"{chain_writes:.0f}, {chain_writes / length:.2f}; {cluster:.1f}",
             "1 create",
             "-",
@@ -399,7 +419,7 @@ async def serial_chain(api: Client, kns: str, kseen: Seen, bns: str, bseen: Seen
             "-",
         ),
         (
-            "API writes per step (kwf): (chain - 1-step run) / 9",
+            f"API writes per step (kwf): (chain - 1-step run) / {length - 1}",
             f"{per_step:.2f}",
             "1 create",
             f"{per_step:.2f}",
@@ -539,10 +559,11 @@ def table(rows: list[tuple[str, ...]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
+    args = argv if argv is not None else sys.argv[1:]
+    mode = "smoke" if "--smoke" in args else "quick" if "--quick" in args else "full"
     if not KUBECONFIG.exists():
         sys.exit(f"no cluster: {KUBECONFIG.relative_to(REPO)} is missing (make cluster-up)")
-    rows = asyncio.run(measure(quick))
+    rows = asyncio.run(measure(SIZES[mode]))
     print(table(rows))
 
 

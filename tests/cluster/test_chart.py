@@ -2,7 +2,7 @@
 every rendered object accepted by the real API server (server-side dry run),
 and the RBAC it grants, asked of the API server's own authorizer.
 
-helm is built from its Go module by hack/build-helm.sh (cached in .cluster/bin).
+helm is built from its Go module by `make tools` (cached in .tools/bin).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from kwf.k8s.manifests import LABEL_STEP
+from tests.support.tools import tool
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "kwf"
@@ -27,10 +28,7 @@ Manifest = dict[str, Any]
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    subprocess.run(
-        [str(REPO / "hack" / "build-helm.sh"), str(REPO / ".cluster" / "bin")], check=True, timeout=1800
-    )
-    return REPO / ".cluster" / "bin" / "helm"
+    return tool("helm")
 
 
 def run(*argv: str | Path, body: Any = None) -> subprocess.CompletedProcess[str]:

@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from tests.localcluster.kube import Kube
+from tests.support.tools import tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
@@ -71,7 +72,7 @@ class Release:
         self.kubeconfig = kube.kubeconfig
         self.namespace = namespace
         self.kubectl_binary = kube.kubectl_path
-        self.helm_binary = REPO / ".cluster" / "bin" / "helm"
+        self.helm_binary = tool("helm")
 
     def kubectl(self, *args: str, body: Any = None) -> subprocess.CompletedProcess[str]:
         return run(self.kubectl_binary, f"--kubeconfig={self.kubeconfig}", *args, body=body)
@@ -118,9 +119,6 @@ def shell_step(name: str, seconds: int, after: str | None = None) -> Manifest:
 
 @pytest.fixture
 def release(cluster: Kube, make_namespace: Callable[[], str]) -> Iterator[Release]:
-    subprocess.run(
-        [str(REPO / "hack" / "build-helm.sh"), str(REPO / ".cluster" / "bin")], check=True, timeout=1800
-    )
     r = Release(cluster, make_namespace())
     try:
         yield r

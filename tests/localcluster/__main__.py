@@ -1,4 +1,4 @@
-"""`python -m tests.localcluster up|down|status|images` (what the Makefile's cluster targets run).
+"""`python -m tests.localcluster build|up|down|status|images` (what the Makefile's cluster targets run).
 
 `up` also applies crds/, so that `make run` and the benches find the kinds.
 """
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop the cluster and remove its containers, mounts and bridge")
     commands.add_parser("status", help="which parts run; exit 1 unless all are healthy")
     commands.add_parser("images", help="build the runner, operator and pause images (cached)")
+    commands.add_parser("build", help="Debian packages and Kubernetes programs (cached)")
     args = parser.parse_args(argv)
     layout = Layout()
     try:
@@ -41,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:26} {'yes' if ok else 'no'}")
             print(f"kubeconfig                 {layout.kubeconfig}")
             return 0 if all(state.values()) else 1
+        elif args.command == "build":
+            started = time.monotonic()
+            cluster.build(layout)
+            print(f"Kubernetes programs and packages ready in {time.monotonic() - started:.1f}s")
         elif args.command == "images":
             started = time.monotonic()
             images.build_all(layout)

@@ -14,15 +14,23 @@ from .procs import ClusterError
 CONTROL_PLANE_PROGRAMS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 
 
-def up(layout: Layout | None = None, *, with_node: bool = True) -> Layout:
+def build(layout: Layout) -> None:
+    """Install the Debian packages and build the Kubernetes programs that are missing."""
+    packages.ensure_debian(packages.CONTROL_PLANE_PACKAGES | packages.NODE_PACKAGES)
+    packages.ensure_kube(layout)
+
+
+def up(layout: Layout | None = None, *, with_node: bool = True, build: bool = True) -> Layout:
     """Start the cluster, or reuse it when it is already running and healthy.
 
     Without the node, only the control plane is ensured (the `tests/cluster`
-    tier); a node that runs already is left as it is.
+    tier); a node that runs already is left as it is. With build=False (the
+    test sessions, under pytest's per-test timeout), a Kubernetes program
+    that is not built yet is an error that names the make target instead.
     """
     layout = layout or Layout()
     with _exclusive(layout):
-        return _up(layout, with_node)
+        return _up(layout, with_node, build)
 
 
 @contextlib.contextmanager
@@ -38,10 +46,15 @@ def _exclusive(layout: Layout) -> Iterator[None]:
         yield
 
 
-def _up(layout: Layout, with_node: bool) -> Layout:
+def _up(layout: Layout, with_node: bool, build: bool) -> Layout:
     started = time.monotonic()
+    programs = CONTROL_PLANE_PROGRAMS + (("kubelet",) if with_node else ())
+    if not build:
+        missing = [name for name in programs if not layout.kube_binary(name).exists()]
+        if missing:
+            raise ClusterError(f"{', '.join(missing)} {layout.version} not built: run `make kube` first")
     packages.ensure_debian(packages.CONTROL_PLANE_PACKAGES | (packages.NODE_PACKAGES if with_node else {}))
-    packages.ensure_kube(layout, CONTROL_PLANE_PROGRAMS + (("kubelet",) if with_node else ()))
+    packages.ensure_kube(layout, programs)
 
     if controlplane.healthy(layout):
         print("control plane: running, reused", flush=True)
