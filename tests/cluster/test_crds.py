@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from kwf.api import crd as crdgen
+from kwf.api.bounds import SOURCE_CHARS
 from kwf.api.models import MAX_STEPS
 from tests.localcluster.kube import Kube
 
@@ -57,25 +58,42 @@ def test_the_crd_files_apply_as_written(cluster: Kube) -> None:
     assert ok(result).count("serverside-applied") == len(crdgen.crds()), result.stdout
 
 
-def cost_probe(cluster: Kube, manifest: Manifest, steps: int) -> subprocess.CompletedProcess[str]:
-    """A server dry run of `manifest` under another group, with room for `steps` steps."""
+def cost_probe(
+    cluster: Kube, manifest: Manifest, steps: int, source_chars: int = SOURCE_CHARS
+) -> subprocess.CompletedProcess[str]:
+    """A server dry run of `manifest` under another group, with room for `steps`
+    steps whose script source holds up to `source_chars` characters."""
     probe = copy.deepcopy(manifest)
     probe["spec"]["group"] = "cost-probe.kwf.dev"
     probe["metadata"]["name"] = f"{probe['spec']['names']['plural']}.cost-probe.kwf.dev"
     schema = probe["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    schema["properties"]["spec"]["properties"]["steps"]["maxItems"] = steps
+    steps_schema = schema["properties"]["spec"]["properties"]["steps"]
+    steps_schema["maxItems"] = steps
+    steps_schema["items"]["properties"]["script"]["properties"]["source"]["maxLength"] = source_chars
     return cluster.run("create", "--dry-run=server", "-o", "name", "-f", "-", body=probe)
 
 
 @pytest.mark.parametrize("plural", ["jobs", "workflows"])
 def test_cel_rules_fit_ten_times_the_steps_allowed(cluster: Kube, plural: str) -> None:
     # The API server refuses a CRD whose rules could cost too much on the
-    # largest object; ten times the real bound keeps room for new rules.
+    # largest object; ten times the real bound keeps room for new rules. The
+    # search for "{{" in script source scans every character: it fits the
+    # steps allowed (the CRD installs), and ten times as many of a tenth the size.
     manifest = next(c for c in crdgen.crds().values() if c["spec"]["names"]["plural"] == plural)
-    ok(cost_probe(cluster, manifest, 10 * MAX_STEPS))
+    ok(cost_probe(cluster, manifest, 10 * MAX_STEPS, SOURCE_CHARS // 10))
     refused = cost_probe(cluster, manifest, 10_000 * MAX_STEPS)
     assert refused.returncode != 0
     assert "estimated rule cost exceeds budget" in refused.stderr, refused.stderr
+
+
+@pytest.mark.parametrize("plural", ["jobs", "workflows"])
+def test_the_source_rule_is_what_bounds_the_steps(cluster: Kube, plural: str) -> None:
+    # Twice the steps at full length passes the per-rule limit: the message names the source rule.
+    manifest = next(c for c in crdgen.crds().values() if c["spec"]["names"]["plural"] == plural)
+    refused = cost_probe(cluster, manifest, 2 * MAX_STEPS)
+    assert refused.returncode != 0
+    assert "properties[source].x-kubernetes-validations" in refused.stderr, refused.stderr
+    assert "estimated rule cost exceeds budget" in refused.stderr
 
 
 # ------------------------------------------------------------ examples

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from kwf.api.bounds import HEADER_CHARS, MAX_ARGS, MAX_ENV, MAX_KEYS
 from kwf.api.models import MAX_STEPS
 from tests.localcluster.kube import Kube
 
 Manifest = dict[str, Any]
+TRAVERSAL = "../../kube-system/secrets/x"
 
 
 def dry_run(cluster: Kube, namespace: str, body: Manifest) -> subprocess.CompletedProcess[str]:
@@ -195,6 +197,73 @@ BAD: list[tuple[str, Manifest, list[str]]] = [
     ),
     ("env-bad-name", edit(job(), step0(env=[{"name": "1A", "value": "1"}])), ["spec.steps[0].env[0].name"]),
     ("rerun-without-id", job(rerun={"step": "a"}), ["spec.rerun.id", "Required value"]),
+    (
+        "template-in-script-source",
+        job([{"name": "a", "script": {"source": 'echo "{{ params.who }}"'}}]),
+        ["spec.steps[0].script.source", "templates are not rendered into code", "$KWF_PARAMS", "$KWF_STATE"],
+    ),
+    (
+        "env-secret-name-traversal",
+        edit(job(), step0(env=[{"name": "T", "secretKeyRef": {"name": TRAVERSAL, "key": "k"}}])),
+        ["spec.steps[0].env[0].secretKeyRef.name", "should match"],
+    ),
+    (
+        "llm-secret-name-traversal",
+        job(
+            [
+                {
+                    "name": "a",
+                    "llm": {"model": "m", "prompt": "p", "apiKeySecretRef": {"name": TRAVERSAL, "key": "k"}},
+                }
+            ]
+        ),
+        ["spec.steps[0].llm.apiKeySecretRef.name", "should match"],
+    ),
+    (
+        "secret-key-dot-dot",
+        edit(job(), step0(env=[{"name": "T", "secretKeyRef": {"name": "s", "key": "../k"}}])),
+        ["spec.steps[0].env[0].secretKeyRef.key", "should match"],
+    ),
+    (
+        "workflow-ref-path",
+        edit(job(workflowRef={"name": "flow/../x"}), lambda b: b["spec"].pop("steps")),
+        ["spec.workflowRef.name", "should match"],
+    ),
+    (
+        "params-too-many-keys",
+        job(params={f"k{i}": i for i in range(MAX_KEYS + 1)}),
+        ["spec.params", f"must have at most {MAX_KEYS} items"],
+    ),
+    (
+        "env-too-long",
+        edit(job(), step0(env=[{"name": f"V{i}", "value": "1"} for i in range(MAX_ENV + 1)])),
+        ["spec.steps[0].env", f"must have at most {MAX_ENV} items"],
+    ),
+    (
+        "args-too-long",
+        job([{"name": "a", "container": {"image": "busybox", "args": ["x"] * (MAX_ARGS + 1)}}]),
+        ["spec.steps[0].container.args", f"must have at most {MAX_ARGS} items"],
+    ),
+    (
+        "header-too-long",
+        job([{"name": "a", "http": {"url": "http://x.test", "headers": {"X": "x" * (HEADER_CHARS + 1)}}}]),
+        ["spec.steps[0].http.headers.X", "may not be more than"],
+    ),
+    (
+        "expected-status-not-http",
+        job([{"name": "a", "http": {"url": "http://x.test", "expectedStatus": [99]}}]),
+        ["spec.steps[0].http.expectedStatus[0]", "greater than or equal to 100"],
+    ),
+    (
+        "backoff-factor-over",
+        edit(job(), step0(retry={"backoff": {"factor": 101}})),
+        ["spec.steps[0].retry.backoff.factor", "less than or equal to 100"],
+    ),
+    (
+        "resource-not-a-quantity",
+        edit(job(), step0(resources={"limits": {"memory": "lots"}})),
+        ["spec.steps[0].resources.limits.memory", "should match"],
+    ),
     ("no-spec", edit(job(), lambda b: b.pop("spec")), ["spec", "Required value"]),
     ("workflow-no-steps", workflow(steps=[]), ["spec.steps", "at least 1 item"]),
     ("workflow-with-ref", workflow(workflowRef={"name": "x"}), ['unknown field "spec.workflowRef"']),
@@ -292,8 +361,19 @@ def test_a_step_using_every_field_is_accepted_with_defaults_filled_in(cluster: K
         job([{"name": "a", "llm": {"model": "m", "messages": [{"role": "user", "content": "hi"}]}}]),
         job([{"name": "a", "http": {"url": "http://x.test", "body": "plain text"}}]),
         workflow(schedule={"cron": "*/5 * * * *", "concurrencyPolicy": "Forbid", "params": {"n": [1]}}),
+        edit(
+            job(), step0(env=[{"name": "T", "secretKeyRef": {"name": "a.b-c" + "d" * 240, "key": ".x_-.y"}}])
+        ),
+        job([{"name": "a", "script": {"source": "print('{' '{ not a template }}')"}}]),
     ],
-    ids=["workflow-ref", "llm-messages", "http-text-body", "scheduled-workflow"],
+    ids=[
+        "workflow-ref",
+        "llm-messages",
+        "http-text-body",
+        "scheduled-workflow",
+        "secret-edges",
+        "braces-apart",
+    ],
 )
 def test_good_edge_manifest_is_accepted(cluster: Kube, namespace: str, body: Manifest) -> None:
     result = dry_run(cluster, namespace, body)

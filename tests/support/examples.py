@@ -3,7 +3,8 @@ promise. Each tier that runs the examples (locally, on a cluster) checks
 against this table, so the documentation and the tests cannot drift apart.
 
 ``servers`` names the test servers an example needs (tests/fakes);
-``params`` says which param takes which server's address.
+``origins`` says which server stands in for which address the example writes
+out (a template may not fill a URL's scheme and host, so the text is changed).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ API_KEY = "sk-test-not-a-real-key"
 API_KEY_ENV = "KWF_SECRET_OPENAI_API_KEY"
 
 _KOPF = REPOS["nolar/kopf"]
+GITHUB = "https://api.github.com"
+OPENAI = "https://api.openai.com/v1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,12 +36,20 @@ class Example:
     steps: Mapping[str, str]  # step name -> phase
     attempts: Mapping[str, int] = dataclasses.field(default_factory=dict)
     servers: tuple[str, ...] = ()  # "github", "openai"
-    params: Mapping[str, str] = dataclasses.field(default_factory=dict)  # param -> server
+    origins: Mapping[str, str] = dataclasses.field(default_factory=dict)  # written-out URL -> server
     usage_models: tuple[str, ...] = ()  # models with token usage recorded
 
     @property
     def path(self) -> Path:
         return EXAMPLES_DIR / self.file
+
+    def text(self, servers: Mapping[str, str]) -> str:
+        """The example's YAML, its written-out URLs pointed at the test servers."""
+        text = self.path.read_text()
+        for origin, server in self.origins.items():
+            assert origin in text, f"{self.file} no longer names {origin}"
+            text = text.replace(origin, servers[server])
+        return text
 
 
 EXAMPLES: tuple[Example, ...] = (
@@ -79,7 +90,7 @@ EXAMPLES: tuple[Example, ...] = (
         state={"stars": _KOPF["stargazers_count"]},
         steps={"stars": "Succeeded", "report": "Succeeded"},
         servers=("github",),
-        params={"api": "github"},
+        origins={GITHUB: "github"},
     ),
     Example(
         "llm.yaml",
@@ -87,7 +98,7 @@ EXAMPLES: tuple[Example, ...] = (
         state={"haiku": "Answer: Write a haiku about Kubernetes operators."},
         steps={"haiku": "Succeeded"},
         servers=("openai",),
-        params={"baseURL": "openai"},
+        origins={OPENAI: "openai"},
         usage_models=("gpt-4o-mini",),
     ),
     Example(
@@ -100,7 +111,7 @@ EXAMPLES: tuple[Example, ...] = (
         },
         steps={"fetch": "Succeeded", "summarize": "Succeeded", "format": "Succeeded"},
         servers=("github", "openai"),
-        params={"api": "github", "baseURL": "openai"},
+        origins={GITHUB: "github", OPENAI: "openai"},
         usage_models=("gpt-4o-mini",),
     ),
     Example(

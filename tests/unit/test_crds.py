@@ -153,6 +153,7 @@ def test_cel_rules_of_the_models_are_in_place() -> None:
         ],
         "spec.steps[].llm": ["has(self.prompt) != has(self.messages)"],
         "spec.steps[].env[]": ["has(self.value) != has(self.secretKeyRef)"],
+        "spec.steps[].script.source": ["!self.contains('{{')"],
     }
     found = {
         path: [v["rule"] for v in node["x-kubernetes-validations"]]

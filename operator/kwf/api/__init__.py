@@ -1,6 +1,8 @@
 """The public API of kwf: pydantic models of Workflow and Job, the single source of truth.
 
-The CRDs in crds/ are generated from these models (`make crds`).
+The CRDs in crds/ are generated from these models (`make crds`). Every bound
+of a spec is in :mod:`kwf.api.bounds`; each rule across fields, with its CEL
+for the API server and its Python twin, in :mod:`kwf.api.rules`.
 """
 
 from kwf.api.models import (

@@ -24,12 +24,16 @@ Workflow short name. Neither kind is in ``all``, so ``kubectl delete all
 --all`` leaves workflows and their runs alone.
 
 CEL cost: the API server estimates each rule's cost from the largest list
-and string it can meet. ``maxItems: 1000`` on steps is what bounds the rules on
-a step (83, 5 and 3 a step for the step-type, executor and llm rules, as the
-API server reports them), so 1000 steps use under 1% of the per-rule limit
-(10M). A step's env list needs no bound of its own: the server bounds it by the
-request size, which costs less than any ``maxItems`` worth having. A cluster
-test keeps ten times the room of today's rules.
+and string it can meet, and refuses a CRD with a rule over 10M. ``maxItems:
+1000`` on steps is what bounds the rules on a step (83, 5 and 3 a step for the
+step-type, executor and llm rules, as the API server reports them; the env
+rule is bounded by ``maxItems`` on env as well). The costliest is the search
+for ``{{`` in ``script.source``: the server counts four bytes a character, so
+a scan of up to 16 Ki characters costs about 6,600 a step and 1000 steps take
+two thirds of the limit (64 Ki characters would be 2.6 times over it), and a
+finer rule (a regular expression for exactly what the renderer reads as a
+template) would not fit at all. A cluster test checks that every other rule
+keeps ten times its room.
 
 A printer column cannot count a list (kubectl's JSONPath has no length), so
 the Workflow table shows its schedule rather than its number of steps.
@@ -67,6 +71,8 @@ _PLAIN = frozenset(
         "maximum",
         "minItems",
         "maxItems",
+        "minProperties",
+        "maxProperties",
         "enum",
         "default",
         "required",

@@ -1,9 +1,11 @@
 """``kwf submit``: create the runs (and Workflows) a file describes.
 
 Every document is validated before anything is created, so a bad file
-creates nothing. A Workflow is created, or its spec replaced when it exists
-(like ``kubectl apply``); ``--run`` then starts a Job referencing it. A Job
-without a name gets a generated one, so submitting a file twice starts two runs.
+creates nothing: with :func:`kwf.engine.validation.problems`, as ``kwf lint``
+does, so what lint passes submit sends and what it refuses submit refuses.
+A Workflow is created, or its spec replaced when it exists (like ``kubectl
+apply``); ``--run`` then starts a Job referencing it. A Job without a name
+gets a generated one, so submitting a file twice starts two runs.
 """
 
 from __future__ import annotations
@@ -13,12 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pydantic
-
-from kwf.api import GROUP, VERSION, Job, Workflow
+from kwf.api import GROUP, VERSION, Workflow
 from kwf.clusterctl.connect import EXIT_BAD_INPUT, CliError
+from kwf.engine import validation
 from kwf.k8s.api import KWF_JOBS, WORKFLOWS, AlreadyExists, Client
-from kwf.local.source import SourceError, describe_errors, parse_document, read_documents
+from kwf.local.source import SourceError, parse_document, read_documents
 
 JSON = Any
 
@@ -48,13 +49,8 @@ def plan_submission(
     workflows: list[dict[str, JSON]] = []
     jobs: list[dict[str, JSON]] = []
     for doc in docs:
-        try:
-            parsed = parse_document(doc)
-        except SourceError as exc:
-            raise CliError(str(exc), EXIT_BAD_INPUT) from None
-        except pydantic.ValidationError as exc:
-            lines = "\n".join(f"  {line}" for line in describe_errors(exc))
-            raise CliError(f"{doc.where}: not a valid {doc.kind}:\n{lines}", EXIT_BAD_INPUT) from None
+        _refuse_problems(validation.problems(doc.data), doc.where, doc.kind)
+        parsed = parse_document(doc)
         # Send what the user wrote (validated), not the model's defaults filled in.
         body = {k: v for k, v in dict(doc.data).items() if k != "status"}
         meta = dict(body.get("metadata") or {})
@@ -109,11 +105,13 @@ def _with_params(body: dict[str, JSON], params: Mapping[str, JSON]) -> dict[str,
 
 def _check_job(body: Mapping[str, JSON], path: Path) -> None:
     """The params from the command line must still make a valid Job."""
-    try:
-        Job.model_validate({**body, "metadata": {}})
-    except pydantic.ValidationError as exc:
-        lines = "\n".join(f"  {line}" for line in describe_errors(exc))
-        raise CliError(f"{path}: not a valid Job:\n{lines}", EXIT_BAD_INPUT) from None
+    _refuse_problems(validation.problems({**body, "metadata": {}}), str(path), "Job")
+
+
+def _refuse_problems(found: list[validation.Problem], where: str, kind: str | None) -> None:
+    if found:
+        lines = "\n".join(f"  {problem}" for problem in found)
+        raise CliError(f"{where}: not a valid {kind or 'Job or Workflow'}:\n{lines}", EXIT_BAD_INPUT)
 
 
 async def submit(api: Client, plan: Submission) -> list[tuple[str, dict[str, JSON]]]:

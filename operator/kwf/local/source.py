@@ -179,6 +179,24 @@ def _merge(
     params: Mapping[str, JSON],
     state: Mapping[str, JSON],
 ) -> Run:
+    """The run, checked once more as a whole: params and state from the command
+    line count against the same bounds as the file's own."""
+    try:
+        run = _merged(obj, path, workflows, params, state)
+        JobSpec.model_validate(run.job.spec.dump())
+    except pydantic.ValidationError as exc:
+        lines = "\n".join(f"  spec.{line}" for line in describe_errors(exc))
+        raise SourceError(f"{path}: with the params and state given, not a valid run:\n{lines}") from exc
+    return run
+
+
+def _merged(
+    obj: Job | Workflow,
+    path: Path,
+    workflows: Mapping[str, Workflow],
+    params: Mapping[str, JSON],
+    state: Mapping[str, JSON],
+) -> Run:
     if isinstance(obj, Workflow):
         spec = obj.spec
         # A scheduled run gets the schedule's params over the Workflow's.

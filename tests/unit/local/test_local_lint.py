@@ -171,3 +171,38 @@ def test_problem_line_format() -> None:
     problem = Problem("a.yaml", "spec.steps[0].name", "bad")
     assert str(problem) == "a.yaml: spec.steps[0].name: bad"
     assert str(Problem("a.yaml", "", "empty")) == "a.yaml: (document): empty"
+
+
+def test_a_template_in_script_source_points_to_the_input_files(tmp_path: Path) -> None:
+    found = lint(
+        tmp_path,
+        job(
+            """\
+            - name: a
+              script: {language: shell, source: 'echo "{{ params.who }}"'}
+            - name: b
+              http: {url: "https://x.test/{{ params.who }}"}
+              env: [{name: WHO, value: "{{ params.who }}"}]
+            """
+        ),
+    )
+    assert [(path, message) for _, path, message in found] == [
+        (
+            "spec.steps[0].script.source",
+            "templates are not rendered into code: read params from $KWF_PARAMS and state from $KWF_STATE"
+            " (a literal {{ is refused too: build it in code)",
+        )
+    ]
+
+
+def test_every_workflow_in_the_docs_is_clean(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[3]
+    blocks = [
+        block.split("\n", 1)[1]
+        for doc in [repo / "README.md", *sorted((repo / "docs").glob("*.md"))]
+        for block in doc.read_text(encoding="utf-8").split("```")[1::2]
+        if block.startswith("yaml") and "apiVersion: workflow.kwf.dev/" in block
+    ]
+    assert len(blocks) >= 2
+    for index, block in enumerate(blocks):
+        assert lint(tmp_path, block, name=f"doc{index}.yaml") == [], block
