@@ -39,7 +39,8 @@ def dag(size: int, seed: int = 7) -> JobSpec:
         step = {
             "name": f"s{index}",
             "dependsOn": [f"s{i}" for i in after],
-            "script": {"source": "echo {{ params.greeting }}"},
+            "script": {"source": "echo $GREETING"},
+            "env": [{"name": "GREETING", "value": "{{ params.greeting }}"}],
         }
         if index % 10 == 0:
             step["when"] = "params.n > 0"

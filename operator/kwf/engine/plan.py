@@ -15,6 +15,7 @@ from typing import Any
 
 from kwf.api import JobPhase, JobSpec, JobStatus, Step, StepPhase, StepStatus
 from kwf.engine import cel, graph, templates
+from kwf.engine.budget import StatusBudget
 from kwf.engine.health import Reason, health_conditions, reason_for
 from kwf.engine.progress import StepRecord, fold, short
 from kwf.engine.results import (
@@ -26,6 +27,7 @@ from kwf.engine.results import (
     preview,
     returned_steps,
 )
+from kwf.engine.state import format_size, json_size
 from kwf.engine.types import Action, Attempt, Inputs, Launch, Limits, Observed, Plan, Stop
 
 JSON = Any
@@ -71,13 +73,20 @@ class _Pass:
         self.problems = graph.problems(tuple(self.steps))
         self.handler_of = {s.on_failure: s.name for s in self.steps if s.on_failure in self.by_name}
         self.records: dict[str, StepRecord] = {}
+        self.budget = StatusBudget(
+            limits, max(len(self.steps), len(status.steps)) + limits.max_added_steps - len(status.added_steps)
+        )
+        self.message_bytes = self.budget.message_bytes
+        self.preview_bytes = self.budget.preview_bytes
         old = {entry.name: entry for entry in status.steps}
         for step in self.steps:
             if step.name not in self.records:
-                self.records[step.name] = StepRecord(old.get(step.name) or StepStatus(name=step.name), step)
+                self.records[step.name] = StepRecord(
+                    old.get(step.name) or StepStatus(name=step.name), step, self.message_bytes
+                )
         for entry in status.steps:  # removed from the spec: kept if it ever started
             if entry.name not in self.records and (entry.last_attempt or observed.get(entry.name)):
-                self.records[entry.name] = StepRecord(entry, None)
+                self.records[entry.name] = StepRecord(entry, None, self.message_bytes)
         self.state: dict[str, JSON] = dict(
             status.shared_state if status.shared_state is not None else spec.initial_state
         )
@@ -151,35 +160,58 @@ class _Pass:
         if recovering and primary is not None and primary.spec is not None and primary.spec.save_as:
             saves.append((primary.spec.save_as, output))
         try:
-            added = (
-                returned_steps(record.name, result.steps, self.steps)
+            added, added_bytes = (
+                returned_steps(
+                    record.name, result.steps, self.steps, self.limits.max_added_steps - len(self.added)
+                )
                 if result is not None and result.steps
-                else []
+                else ([], 0)
             )
             state = new_state(self.state, result.state if result is not None else None, saves, self.limits)
+            growth = added_bytes + len(added) * self.budget.entry_bytes
+            room = self.budget.room(self._unbounded_size, len(self.records))
+            if growth and growth > room:
+                raise SettleError(
+                    f"the result would take the run's status over its budget of "
+                    f"{format_size(self.limits.status_bytes)} (its returned steps take "
+                    f"{format_size(growth)}, {format_size(max(room, 0))} is left)"
+                )
         except SettleError as error:
             record.finish(StepPhase.FAILED, at, str(error))
             return
         self.state = state
-        kept, note = bounded_output(output, self.limits)
+        self.budget.take(growth)
+        previous = json_size(self.outputs[record.name]) if record.name in self.outputs else 0
+        kept, size, note = bounded_output(output, self.limits, room - growth + previous)
         self.outputs[record.name] = kept
+        self.budget.take(size - previous)
         if result is not None:
             self.usage = add_usage(self.usage, result.usage)
         for new in added:
             self.steps.append(new)
             self.by_name[new.name] = new
-            self.records[new.name] = StepRecord(StepStatus(name=new.name), new)
+            self.records[new.name] = StepRecord(StepStatus(name=new.name), new, self.message_bytes)
             self.added.append(new.dump())
             if new.on_failure in self.by_name:
                 self.handler_of[new.on_failure] = new.name
         if added:
             self.problems = graph.problems(tuple(self.steps))
         record.finish(StepPhase.SUCCEEDED, at, note)
-        record.set(output=preview(output, self.limits.output_preview))
+        record.set(output=preview(output, self.preview_bytes))
         if recovering and primary is not None:
-            self.outputs[primary.name] = kept
+            before = json_size(self.outputs[primary.name]) if primary.name in self.outputs else 0
+            if size - before <= self.budget.room(self._unbounded_size, len(self.records)):
+                self.outputs[primary.name] = kept
+                self.budget.take(size - before)
+            else:
+                self.outputs.pop(primary.name, None)
             primary.set(phase=StepPhase.RECOVERED, message=f"failed, recovered by {record.name}")
-            primary.set(output=preview(output, self.limits.output_preview))
+            primary.set(output=preview(output, self.preview_bytes))
+
+    def _unbounded_size(self) -> int:
+        workflow = self.status.workflow
+        snapshot = json_size(workflow.dump()) if workflow is not None else 0
+        return json_size(self.outputs) + json_size(self.added) + snapshot
 
     # --------------------------------------------------------------- controls
 
@@ -271,7 +303,7 @@ class _Pass:
         if step.when is None:
             return True
         try:
-            if cel.evaluate(step.name, step.when, self._variable):
+            if cel.evaluate(step.name, step.when, self._variable, self.limits.when_cost):
                 return True
         except cel.WhenError as error:
             self._fail(record, str(error))
@@ -283,7 +315,7 @@ class _Pass:
         step = record.spec
         assert step is not None
         try:
-            rendered = templates.render_step(step, _Data(self))
+            rendered = templates.render_step(step, _Data(self), self.limits.rendered_step_bytes)
         except templates.TemplateError as error:
             self._fail(record, str(error))
             return False

@@ -20,8 +20,12 @@ MESSAGE_LIMIT = 1024
 
 
 def short(text: str, limit: int = MESSAGE_LIMIT) -> str:
-    """``text`` cut to ``limit`` characters, marked when cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """``text`` cut to ``limit`` characters and about as many bytes of UTF-8, marked when cut."""
+    if len(text) <= limit and (text.isascii() or len(text.encode()) <= limit):
+        return text
+    if text.isascii():
+        return text[: limit - 1] + "…"
+    return text.encode()[: limit - 3].decode(errors="ignore") + "…"
 
 
 def backoff_seconds(step: Step, retry: int) -> float:
@@ -48,6 +52,7 @@ class StepRecord:
         "changes",
         "finished",
         "last_attempt",
+        "message_bytes",
         "old",
         "phase",
         "spec",
@@ -56,8 +61,9 @@ class StepRecord:
         "wake",
     )
 
-    def __init__(self, old: StepStatus, spec: Step | None) -> None:
+    def __init__(self, old: StepStatus, spec: Step | None, message_bytes: int = MESSAGE_LIMIT) -> None:
         self.old = old
+        self.message_bytes = message_bytes  # smaller in large runs: the status holds them all
         self.spec = spec
         self.changes: dict[str, Any] = {}
         self.phase: StepPhase = old.phase
@@ -90,7 +96,7 @@ class StepRecord:
             phase=phase,
             finished_at=now,
             next_attempt_at=None,
-            message=None if message is None else short(message),
+            message=None if message is None else short(message, self.message_bytes),
         )
 
     def build(self) -> StepStatus:
@@ -185,7 +191,10 @@ def failed(record: StepRecord, message: str, at: datetime, now: datetime) -> Non
         record.set(
             phase=StepPhase.WAITING,
             next_attempt_at=retry_at,
-            message=short(f"attempt {number} failed: {message}; retry {spent} of {limit} after {wait:g}s"),
+            message=short(
+                f"attempt {number} failed: {message}; retry {spent} of {limit} after {wait:g}s",
+                record.message_bytes,
+            ),
         )
         record.wake_at(retry_at)
         return
@@ -202,7 +211,9 @@ def lost(record: StepRecord, message: str, now: datetime, limits: Limits) -> Non
         record.set(
             phase=StepPhase.WAITING,
             next_attempt_at=now,
-            message=short(f"attempt {record.last_attempt} lost ({message}); launching it again"),
+            message=short(
+                f"attempt {record.last_attempt} lost ({message}); launching it again", record.message_bytes
+            ),
         )
         record.wake_at(now)
         return

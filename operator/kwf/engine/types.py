@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from kwf.api import JobStatus, Step
+from kwf.engine.cel_cost import LIMIT as WHEN_COST
+from kwf.engine.templates import RENDERED_STEP_BYTES
 
 JSON = Any
 
@@ -59,12 +61,17 @@ class Result:
         steps = data.get("steps")
         if steps is not None and not isinstance(steps, list):
             raise ValueError("result.steps must be a list of steps")
+        given = data.get("usage") or {}
+        if not isinstance(given, Mapping):
+            raise ValueError("result.usage must be an object of token counts by model")
         usage = {}
-        for model, counts in (data.get("usage") or {}).items():
-            usage[model] = Usage(
-                prompt_tokens=int(counts.get("promptTokens", 0)),
-                completion_tokens=int(counts.get("completionTokens", 0)),
-                total_tokens=int(counts.get("totalTokens", 0)),
+        for model, counts in given.items():
+            if not isinstance(counts, Mapping):
+                raise ValueError(f"result.usage.{model}: must be an object of token counts")
+            usage[str(model)] = Usage(
+                prompt_tokens=_count(counts, "promptTokens", model),
+                completion_tokens=_count(counts, "completionTokens", model),
+                total_tokens=_count(counts, "totalTokens", model),
             )
         return cls(output=data.get("output"), state=state, steps=steps, usage=usage)
 
@@ -84,6 +91,13 @@ class Result:
                 for model, u in self.usage.items()
             }
         return data
+
+
+def _count(counts: Mapping[str, JSON], key: str, model: str) -> int:
+    value = counts.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        raise ValueError(f"result.usage.{model}.{key}: must be a whole number of tokens, not {value!r:.40}")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,7 +159,14 @@ class Limits:
     infra_retries: int = 5  # lost attempts retried without spending the retry budget
     output_preview: int = 120  # characters of status.steps[].output
     output_bytes: int = 32 * 1024  # status.outputs[step]; larger outputs are kept as a preview
+    # The whole status of a run: with the spec beside it, under the 1.5 MiB etcd
+    # keeps of one object. Shared state, outputs, added steps and step entries
+    # share it; outputs past it are kept as previews, steps past it fail.
     status_bytes: int = 1024 * 1024
+    max_added_steps: int = 200  # steps a run's steps may add, in all
+    json_depth: int = 64  # nesting of a result's output and state patch
+    when_cost: int = WHEN_COST  # see kwf.engine.cel_cost
+    rendered_step_bytes: int = RENDERED_STEP_BYTES  # what a step's templates may write in all
 
 
 @dataclasses.dataclass(frozen=True)

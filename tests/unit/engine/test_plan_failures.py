@@ -137,7 +137,7 @@ def test_on_failure_handler_stands_in_for_its_primary() -> None:
         job(
             step("a", onFailure="h", saveAs="answer"),
             step("h"),
-            step("b", "a", script={"source": "{{ steps.a.output }}"}),
+            step("b", "a", env=[{"name": "ANSWER", "value": "{{ steps.a.output }}"}]),
         )
     )
     run.plan()
@@ -149,7 +149,7 @@ def test_on_failure_handler_stands_in_for_its_primary() -> None:
     (launch,) = run.plan().actions
     assert run.phases() == {"a": "Recovered", "h": "Succeeded", "b": "Running"}
     assert run.status.shared_state == {"answer": "fallback"}
-    assert launch.step.script.source == "fallback"  # type: ignore[union-attr]
+    assert launch.step.env is not None and launch.step.env[0].value == "fallback"
     run.finish("b")
     run.plan()
     assert run.status.phase == "Succeeded"

@@ -75,7 +75,12 @@ def test_templates_are_rendered_at_launch_with_params_and_state_in_the_inputs() 
     run = Run(
         job(
             step("a"),
-            step("b", "a", script={"source": "echo {{ params.x }} {{ state.y }} {{ steps.a.output.v }}"}),
+            step(
+                "b",
+                "a",
+                script=None,
+                container={"image": "i", "args": ["{{ params.x }}", "{{ state.y }} {{ steps.a.output.v }}"]},
+            ),
             params={"x": 1},
         )
     )
@@ -83,13 +88,13 @@ def test_templates_are_rendered_at_launch_with_params_and_state_in_the_inputs() 
     run.finish("a", output={"v": "out"}, state={"y": "why"})
     (launch,) = run.plan().actions
     assert isinstance(launch, Launch)
-    assert launch.step.script is not None and launch.step.script.source == "echo 1 why out"
+    assert launch.step.container is not None and launch.step.container.args == ["1", "why out"]
     assert launch.inputs.params == {"x": 1} and launch.inputs.state == {"y": "why"}
     assert launch.number == 1
 
 
 def test_a_missing_template_key_fails_the_step_without_a_launch() -> None:
-    run = Run(job(step("a", script={"source": "{{ params.nope }}"})))
+    run = Run(job(step("a", env=[{"name": "X", "value": "{{ params.nope }}"}])))
     result = run.plan()
     assert result.actions == ()
     assert run.step("a").phase == "Failed"

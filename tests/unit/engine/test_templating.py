@@ -52,13 +52,13 @@ def test_a_whole_string_template_keeps_its_type_in_a_json_field() -> None:
 
 
 def test_non_strings_inside_text_are_json() -> None:
-    step = Step.model_validate({"name": "s", "script": {"source": "tags = {{ params.tags }}"}})
-    assert render_step(step, DATA).script.source == 'tags = ["a", "b"]'  # type: ignore[union-attr]
+    step = Step.model_validate({"name": "s", "container": {"image": "i", "args": ["tags={{ params.tags }}"]}})
+    assert render_step(step, DATA).container.args == ['tags=["a", "b"]']  # type: ignore[union-attr]
 
 
 def test_a_rendered_value_is_not_rendered_again() -> None:
-    step = Step.model_validate({"name": "s", "script": {"source": "echo {{ params.evil }}"}})
-    assert render_step(step, DATA).script.source == "echo {{ params.repo }}"  # type: ignore[union-attr]
+    step = Step.model_validate({"name": "s", "container": {"image": "i", "args": ["echo {{ params.evil }}"]}})
+    assert render_step(step, DATA).container.args == ["echo {{ params.repo }}"]  # type: ignore[union-attr]
 
 
 def test_structure_is_never_rendered() -> None:
@@ -94,6 +94,6 @@ def test_an_output_kept_as_a_preview_cannot_be_used() -> None:
 
 
 def test_a_rendered_spec_is_validated() -> None:
-    step = Step.model_validate({"name": "s", "http": {"url": "{{ params.empty }}"}})
+    step = Step.model_validate({"name": "s", "container": {"image": "{{ params.empty }}"}})
     with pytest.raises(TemplateError, match="step s: the rendered spec is not valid"):
         render_step(step, {"params": {"empty": ""}})
