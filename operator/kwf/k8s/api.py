@@ -10,20 +10,22 @@ on a warm connection.
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import copy
 import dataclasses
 import json
-import os
-import ssl
-import tempfile
-from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx2
-import pydantic_core
-import yaml
+
+from kwf.k8s.config import IN_CLUSTER_DIR as IN_CLUSTER_DIR
+from kwf.k8s.config import Config as Config
+from kwf.k8s.config import load_config as load_config
+from kwf.k8s.config import load_in_cluster as load_in_cluster
+from kwf.k8s.config import load_kubeconfig as load_kubeconfig
+from kwf.k8s.reading import Unreadable, read_event, read_list, read_object
 
 JSON = Any
 PatchKind = Literal["merge", "json", "strategic"]
@@ -33,8 +35,6 @@ _PATCH_TYPES: dict[str, str] = {
     "json": "application/json-patch+json",
     "strategic": "application/strategic-merge-patch+json",
 }
-
-IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 # -------------------------------------------------------------------- errors
@@ -69,6 +69,16 @@ class Invalid(ApiError):
 
 class Gone(ApiError):
     """The resourceVersion a watch started from is too old: list again."""
+
+
+class UnreadableAnswer(ValueError):
+    """The API server's answer could not be read whole (an object nested too
+    deeply, say); ``partial`` holds the top-level fields that could be."""
+
+    def __init__(self, problem: str, partial: Mapping[str, JSON]):
+        super().__init__(problem)
+        self.problem = problem
+        self.partial = dict(partial)
 
 
 def _error(status: int, body: Mapping[str, JSON]) -> ApiError:
@@ -106,15 +116,25 @@ class Resource:
     def path(
         self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
     ) -> str:
+        """The URL path; every segment from a caller is escaped on its own, so
+        a name such as ``../../kube-system/secrets/x`` stays one segment."""
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
+        if self.namespaced and namespace:  # none or empty: every namespace
+            base += f"/namespaces/{segment(namespace, 'namespace')}"
         base += f"/{self.plural}"
-        if name:
-            base += f"/{name}"
-            if subresource:
-                base += f"/{subresource}"
+        if name is not None:
+            base += f"/{segment(name, 'name')}"
+            if subresource is not None:
+                base += f"/{segment(subresource, 'subresource')}"
         return base
+
+
+def segment(value: str, what: str) -> str:
+    """One path segment, percent-escaped; empty, ``.`` and ``..`` are refused:
+    they would name the collection or the level above, not an object."""
+    if value in ("", ".", ".."):
+        raise ValueError(f"{what} {value!r} cannot name an object")
+    return urllib.parse.quote(value, safe="")
 
 
 KWF_JOBS = Resource("workflow.kwf.dev", "v1alpha1", "jobs")
@@ -126,113 +146,6 @@ SECRETS = Resource("", "v1", "secrets")
 NAMESPACES = Resource("", "v1", "namespaces", namespaced=False)
 
 
-# -------------------------------------------------------------------- config
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Where the API server is and how to prove who we are."""
-
-    server: str
-    ssl_context: ssl.SSLContext | bool
-    token: str | None = None
-    namespace: str = "default"
-    # The raw material, for other clients of the same cluster (kopf's login).
-    ca_data: bytes | None = dataclasses.field(default=None, repr=False)
-    cert_data: bytes | None = dataclasses.field(default=None, repr=False)
-    key_data: bytes | None = dataclasses.field(default=None, repr=False)
-    insecure: bool = False
-
-
-def _material(entry: Mapping[str, JSON], key: str, base: Path) -> bytes | None:
-    """A kubeconfig's certificate: inline ``<key>-data`` (base64) or a file path."""
-    data = entry.get(f"{key}-data")
-    if data:
-        return base64.b64decode(str(data))
-    path = entry.get(key)
-    if path:
-        return (base / str(path)).read_bytes()
-    return None
-
-
-def _ssl_context(ca: bytes | None, cert: bytes | None, key: bytes | None, insecure: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if insecure:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    elif ca:
-        context.load_verify_locations(cadata=ca.decode())
-    if cert and key:
-        # ssl only loads a key pair from files: a private folder, removed at once.
-        with tempfile.TemporaryDirectory(prefix="kwf-") as folder:
-            cert_file, key_file = Path(folder, "cert.pem"), Path(folder, "key.pem")
-            cert_file.write_bytes(cert)
-            key_file.touch(mode=0o600)
-            key_file.write_bytes(key)
-            context.load_cert_chain(cert_file, key_file)
-    return context
-
-
-def load_kubeconfig(path: str | os.PathLike[str], context: str | None = None) -> Config:
-    """Read a kubeconfig file (blocking: call it before the loop or in a thread)."""
-    file = Path(path).expanduser()
-    doc = yaml.safe_load(file.read_text()) or {}
-    name = context or doc.get("current-context")
-    contexts = {c["name"]: c.get("context", {}) for c in doc.get("contexts") or []}
-    if name not in contexts:
-        raise ValueError(f"{file}: no context {name!r}")
-    ctx = contexts[name]
-    clusters = {c["name"]: c.get("cluster", {}) for c in doc.get("clusters") or []}
-    users = {u["name"]: u.get("user", {}) for u in doc.get("users") or []}
-    cluster, user = clusters.get(ctx.get("cluster"), {}), users.get(ctx.get("user"), {})
-    if not cluster.get("server"):
-        raise ValueError(f"{file}: cluster of context {name!r} has no server")
-    base = file.parent
-    token = user.get("token")
-    if not token and user.get("tokenFile"):
-        token = (base / user["tokenFile"]).read_text().strip()
-    ca = _material(cluster, "certificate-authority", base)
-    cert = _material(user, "client-certificate", base)
-    key = _material(user, "client-key", base)
-    insecure = bool(cluster.get("insecure-skip-tls-verify"))
-    return Config(
-        server=cluster["server"].rstrip("/"),
-        ssl_context=_ssl_context(ca, cert, key, insecure),
-        token=token,
-        namespace=ctx.get("namespace") or "default",
-        ca_data=ca,
-        cert_data=cert,
-        key_data=key,
-        insecure=insecure,
-    )
-
-
-def load_in_cluster() -> Config:
-    host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"]
-    if ":" in host:
-        host = f"[{host}]"
-    namespace_file = IN_CLUSTER_DIR / "namespace"
-    ca = (IN_CLUSTER_DIR / "ca.crt").read_bytes()
-    return Config(
-        server=f"https://{host}:{port}",
-        ssl_context=_ssl_context(ca, None, None, False),
-        ca_data=ca,
-        token=(IN_CLUSTER_DIR / "token").read_text().strip(),
-        namespace=namespace_file.read_text().strip() if namespace_file.exists() else "default",
-    )
-
-
-def load_config(kubeconfig: str | os.PathLike[str] | None = None) -> Config:
-    """An explicit kubeconfig, else ``$KUBECONFIG``, else in-cluster, else ``~/.kube/config``."""
-    if kubeconfig:
-        return load_kubeconfig(kubeconfig)
-    if os.environ.get("KUBECONFIG"):
-        return load_kubeconfig(os.environ["KUBECONFIG"].split(os.pathsep)[0])
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and (IN_CLUSTER_DIR / "token").exists():
-        return load_in_cluster()
-    return load_kubeconfig("~/.kube/config")
-
-
 # -------------------------------------------------------------------- client
 
 
@@ -242,6 +155,7 @@ class WatchEvent:
 
     type: str
     object: dict[str, JSON]
+    problem: str | None = None  # set when the object could not be read whole
 
 
 KEEPALIVE_SECONDS = 60.0
@@ -279,6 +193,18 @@ class Client:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    #: Headers of every request: set by :meth:`impersonating`.
+    _acting_as: Mapping[str, str] = {}
+
+    def impersonating(self, user: str) -> Client:
+        """This client acting as ``user`` (``Impersonate-User``), on the same
+        connections: the API server authorises each request as ``user``, and
+        the client's own credentials need the ``impersonate`` verb on it.
+        Never close it: it shares this client's connections."""
+        acting = copy.copy(self)
+        acting._acting_as = {"Impersonate-User": user}
+        return acting
+
     async def request(
         self,
         method: str,
@@ -289,15 +215,15 @@ class Client:
         content_type: str = "application/json",
     ) -> JSON:
         content = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": content_type} if content is not None else None
+        headers = {"Content-Type": content_type} if content is not None else {}
         response = await self._http.request(
-            method, path, content=content, params=dict(params or {}), headers=headers
+            method, path, content=content, params=dict(params or {}), headers={**headers, **self._acting_as}
         )
         if response.status_code >= 400:
             raise _error(response.status_code, _json_or_text(response.content))
         if not response.content:
             return None
-        return pydantic_core.from_json(response.content)
+        return _read(response.content)
 
     # -- objects
 
@@ -313,10 +239,27 @@ class Client:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> dict[str, JSON]:
-        """The list object: ``items`` and ``metadata.resourceVersion`` (to watch from)."""
+        """The list object: ``items`` and ``metadata.resourceVersion`` (to watch from).
+        Items that cannot be read are left out (see :meth:`list_items`)."""
+        listing, _ = await self.list_items(
+            resource, namespace, label_selector=label_selector, field_selector=field_selector
+        )
+        return listing
+
+    async def list_items(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> tuple[dict[str, JSON], Sequence[Unreadable]]:
+        """The list object with the items that could be read, and those that could not."""
         params = _selectors(label_selector, field_selector)
-        result: dict[str, JSON] = await self.request("GET", resource.path(namespace), params=params)
-        return result
+        response = await self._http.get(resource.path(namespace), params=params, headers=self._acting_as)
+        if response.status_code >= 400:
+            raise _error(response.status_code, _json_or_text(response.content))
+        return read_list(response.content)
 
     async def create(
         self, resource: Resource, body: Mapping[str, JSON], namespace: str | None = None
@@ -398,12 +341,38 @@ class Client:
         )
         return result
 
-    async def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
-        params = {"container": container} if container else {}
-        response = await self._http.get(PODS.path(namespace, pod, "log"), params=params)
-        if response.status_code >= 400:
-            raise _error(response.status_code, _json_or_text(response.content))
-        return response.text
+    async def logs(
+        self,
+        namespace: str,
+        pod: str,
+        container: str | None = None,
+        *,
+        limit_bytes: int | None = None,
+        tail_lines: int | None = None,
+    ) -> str:
+        """A pod's log; with ``limit_bytes`` the server sends at most that many
+        bytes, and no more is read from the stream whatever it sends."""
+        params: dict[str, str] = {"container": container} if container else {}
+        if limit_bytes is not None:
+            params["limitBytes"] = str(limit_bytes)
+        if tail_lines is not None:
+            params["tailLines"] = str(tail_lines)
+        async with self._http.stream(
+            "GET", PODS.path(namespace, pod, "log"), params=params, headers=self._acting_as
+        ) as response:
+            if response.status_code >= 400:
+                raise _error(response.status_code, _json_or_text(await response.aread()))
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if limit_bytes is not None and size >= limit_bytes:
+                    break
+        data = b"".join(chunks)
+        if limit_bytes is not None:
+            data = data[:limit_bytes]
+        return data.decode("utf-8", errors="replace")
 
     # -- watches
 
@@ -419,25 +388,25 @@ class Client:
     ) -> AsyncIterator[WatchEvent]:
         """One watch stream from ``resource_version``; ends when the server closes
         it. Raises :class:`Gone` when that version is too old. Bookmarks are
-        yielded too (type BOOKMARK) so the caller can move its version on."""
+        yielded too (type BOOKMARK) so the caller can move its version on. An
+        object that cannot be read whole comes with its ``problem`` set."""
         params = _selectors(label_selector, field_selector)
         params.update(watch="true", allowWatchBookmarks="true", timeoutSeconds=str(timeout_seconds))
         if resource_version:
             params["resourceVersion"] = resource_version
         timeout = httpx2.Timeout(30.0, read=timeout_seconds + 30.0)
         async with self._http.stream(
-            "GET", resource.path(namespace), params=params, timeout=timeout
+            "GET", resource.path(namespace), params=params, timeout=timeout, headers=self._acting_as
         ) as response:
             if response.status_code >= 400:
                 raise _error(response.status_code, _json_or_text(await response.aread()))
             async for line in response.aiter_lines():
                 if not line:
                     continue
-                event = pydantic_core.from_json(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise _error(int(status.get("code") or 500), status)
-                yield WatchEvent(type=event["type"], object=event["object"])
+                kind, obj, problem = read_event(line)
+                if kind == "ERROR":
+                    raise _error(int(obj.get("code") or 500), obj)
+                yield WatchEvent(type=kind, object=obj, problem=problem)
 
     async def list_and_watch(
         self,
@@ -454,17 +423,21 @@ class Client:
         version: str | None = None
         while True:
             if version is None:
-                listing = await self.list(
+                listing, unreadable = await self.list_items(
                     resource, namespace, label_selector=label_selector, field_selector=field_selector
                 )
-                version = listing["metadata"].get("resourceVersion")
+                version = (listing.get("metadata") or {}).get("resourceVersion")
                 items = listing.get("items") or []
                 kind = resource_kind(listing)
                 for item in items:
                     item.setdefault("kind", kind)
                     item.setdefault("apiVersion", resource.api_version)
                     yield WatchEvent("ADDED", item)
-                yield WatchEvent("SYNCED", {"items": items})
+                for bad in unreadable:
+                    bad.object.setdefault("kind", kind)
+                    bad.object.setdefault("apiVersion", resource.api_version)
+                    yield WatchEvent("ADDED", bad.object, problem=bad.problem)
+                yield WatchEvent("SYNCED", {"items": [*items, *(bad.object for bad in unreadable)]})
             try:
                 async for event in self.watch(
                     resource,
@@ -495,6 +468,14 @@ def _selectors(label_selector: str | None, field_selector: str | None) -> dict[s
     if field_selector:
         params["fieldSelector"] = field_selector
     return params
+
+
+def _read(content: bytes) -> JSON:
+    """An answer; an object that cannot be read whole raises UnreadableAnswer."""
+    found = read_object(content.decode("utf-8", errors="replace"))
+    if isinstance(found, Unreadable):
+        raise UnreadableAnswer(found.problem, found.object)
+    return found
 
 
 def _json_or_text(content: bytes) -> dict[str, JSON]:

@@ -272,3 +272,31 @@ def child_job(launch: Launch, owner: Owner, options: PodOptions) -> dict[str, JS
         },
         "spec": spec,
     }
+
+
+def _holds(existing: JSON, wanted: JSON) -> bool:
+    """Whether ``existing`` holds all of ``wanted`` (the API server adds defaults)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(existing, Mapping) and all(
+            key in existing and _holds(existing[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(existing, list)
+            and len(existing) == len(wanted)
+            and all(_holds(e, w) for e, w in zip(existing, wanted, strict=True))
+        )
+    return bool(existing == wanted)
+
+
+def is_launch(existing: Mapping[str, JSON], manifest: Mapping[str, JSON]) -> bool:
+    """Whether a child Job found under an attempt's name is that very launch: its
+    labels, owner and pod template are what kwf would create for it now. One
+    that is not (another's Job under a name kwf was about to use) is never adopted."""
+    meta, wanted = existing.get("metadata") or {}, manifest["metadata"]
+    return (
+        meta.get("namespace") == wanted["namespace"]
+        and _holds(meta.get("labels") or {}, wanted["labels"])
+        and _holds(meta.get("ownerReferences") or [], wanted["ownerReferences"])
+        and _holds(existing.get("spec") or {}, manifest["spec"])
+    )

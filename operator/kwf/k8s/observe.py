@@ -82,12 +82,14 @@ def attempt_of(
     *,
     pod_vanished: bool = False,
     log: str | None = None,
+    result_cap: int | None = None,
 ) -> Attempt | None:
     """The attempt a child Job stands for, or None if it is not one of ours.
 
     ``pod_vanished``: a pod of this Job was seen and then deleted before its
     container terminated. ``log``: the pod log, when the result is framed
     there (an attempt whose result waits for its log stays RUNNING).
+    ``result_cap``: the operator's cap on a framed result, whatever the pod says.
     """
     ident = step_and_number(job)
     if ident is None:
@@ -118,11 +120,11 @@ def attempt_of(
             return ended(AttemptPhase.LOST, "the step's pod was deleted before it finished", at)
         if code != 0 and terminated.get("reason") == "OOMKilled":
             return ended(AttemptPhase.FAILED, f"out of memory (exit code {code})", at)
-        report = read_report(str(terminated.get("message") or ""), code)
+        report = read_report(str(terminated.get("message") or ""), code, result_cap=result_cap)
         if isinstance(report, Framed):
             if log is None:
                 return base  # the result is in the log, not read yet
-            report = read_framed(report, log)
+            report = read_framed(report, log, result_cap=result_cap)
         if isinstance(report, Failure):
             return ended(AttemptPhase.FAILED, _cut(report.message), at)
         return ended(AttemptPhase.SUCCEEDED, None, at, report)
@@ -149,10 +151,10 @@ def attempt_of(
     return base
 
 
-def needs_log(pod: Mapping[str, JSON] | None) -> Framed | None:
-    """Whether this pod ended well with its result framed in its log."""
+def needs_log(pod: Mapping[str, JSON] | None, result_cap: int | None = None) -> Framed | None:
+    """Whether this pod ended well with its result framed in its log (within the cap)."""
     terminated = termination(pod)
     if terminated is None or int(terminated.get("exitCode") or 0) != 0:
         return None
-    report = read_report(str(terminated.get("message") or ""), 0)
+    report = read_report(str(terminated.get("message") or ""), 0, result_cap=result_cap)
     return report if isinstance(report, Framed) else None

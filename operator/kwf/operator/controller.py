@@ -6,6 +6,11 @@ fed by the child watches) and the Workflows (their own watch). The only API
 calls are the writes: child Jobs created or deleted, one status patch with
 the resourceVersion it was planned from. A Conflict means someone wrote in
 between (a user's sharedState patch, a spec edit): read again, plan again.
+
+A run that cannot be read or planned is stalled with a message once and left
+alone; a child kwf did not launch is ignored and reported once; a status the
+API server refuses fails the run with a short message. None of them holds
+up any other run, and large runs are read and planned off the event loop.
 """
 
 from __future__ import annotations
@@ -21,20 +26,37 @@ from typing import Any
 
 import pydantic
 
-from kwf.api import Job, JobSpec, JobStatus, Step, Workflow, WorkflowSnapshot, WorkflowSpec
-from kwf.engine.health import Reason, health_conditions
+from kwf.api import Job, JobStatus
+from kwf.engine.health import Reason
 from kwf.engine.plan import plan
 from kwf.engine.types import Attempt, AttemptPhase, Launch, Limits, Observed, Stop
-from kwf.engine.workflow import effective_spec
-from kwf.k8s.api import BATCH_JOBS, KWF_JOBS, AlreadyExists, ApiError, Client, Conflict, NotFound
+from kwf.k8s.api import (
+    BATCH_JOBS,
+    KWF_JOBS,
+    AlreadyExists,
+    ApiError,
+    Client,
+    Conflict,
+    NotFound,
+    UnreadableAnswer,
+)
 from kwf.k8s.index import ChildIndex, RunKey
-from kwf.k8s.manifests import Owner, PodOptions, child_job, child_name
-from kwf.k8s.observe import is_child_of
-from kwf.local.source import format_path
+from kwf.k8s.manifests import CONTAINER, Owner, PodOptions, child_job, child_name, is_launch
+from kwf.k8s.observe import controller_uid
 from kwf.operator import metrics
-from kwf.operator.events import EventRecorder, changes
-from kwf.operator.inline import DEFAULT_CONCURRENCY, InlineRunner, SecretCache, secret_fetcher
+from kwf.operator.children import Children
+from kwf.operator.events import EventRecorder
+from kwf.operator.inline import DEFAULT_CONCURRENCY, InlineRunner
+from kwf.operator.metrics import SetAsideKind
+from kwf.operator.network import NetworkPolicy
+from kwf.operator.planning import read_run, run_sized, size_of
 from kwf.operator.queue import WorkQueue
+from kwf.operator.setaside import SetAside, said_stalled, workflow_ref
+from kwf.operator.status import describe, with_children
+from kwf.operator.step_secrets import DEFAULT_INLINE_SERVICE_ACCOUNT, SecretCache, secret_fetcher
+from kwf.operator.workflows import Blocked, WorkflowKey, effective
+from kwf.operator.writes import StatusWriter
+from kwf.steps.framing import log_budget
 
 JSON = Any
 Clock = Callable[[], datetime]
@@ -66,89 +88,8 @@ class Settings:
     resync_seconds: float = RESYNC_SECONDS
     inline: bool = False  # run executor: inline steps in this process
     inline_concurrency: int = DEFAULT_CONCURRENCY
-
-
-def describe(error: pydantic.ValidationError, prefix: str = "") -> str:
-    """``spec.steps[0].name: String should match pattern ...; ...`` (wire names)."""
-    parts = []
-    for item in error.errors()[:5]:
-        path = format_path([prefix, *item["loc"]] if prefix else list(item["loc"]))
-        parts.append(f"{path}: {item['msg']}")
-    more = len(error.errors()) - 5
-    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
-
-
-def merge_diff(old: JSON, new: JSON) -> JSON:
-    """The RFC 7386 merge patch that turns ``old`` into ``new`` (None: no change)."""
-    if not isinstance(old, dict) or not isinstance(new, dict):
-        return None if old == new else new
-    patch: dict[str, JSON] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        if key not in old:
-            patch[key] = value
-        elif old[key] != value:
-            sub = (
-                merge_diff(old[key], value)
-                if isinstance(value, dict) and isinstance(old[key], dict)
-                else value
-            )
-            if sub is not None or value is None:
-                patch[key] = sub
-    return patch or None
-
-
-_STATUS_FIELDS = frozenset(field.alias or name for name, field in JobStatus.model_fields.items())
-
-
-def snapshot_of(workflow: Workflow) -> WorkflowSnapshot:
-    """What a run keeps of its Workflow when it starts: all that its plan reads."""
-    spec = workflow.spec
-    return WorkflowSnapshot(
-        name=workflow.metadata.name,
-        generation=workflow.metadata.generation,
-        steps=[step.dump() for step in spec.steps],
-        params=dict(spec.params),
-        initial_state=dict(spec.initial_state),
-        parallelism=spec.parallelism,
-        active_deadline_seconds=spec.active_deadline_seconds,
-        ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
-    )
-
-
-def snapshot_steps(snapshot: WorkflowSnapshot) -> list[Step]:
-    return list(JobSpec.model_validate({"steps": list(snapshot.steps)}).steps or ())
-
-
-def frozen_spec(snapshot: WorkflowSnapshot, current: Workflow | None) -> WorkflowSpec:
-    """The Workflow's settings as the run first saw them. A snapshot written
-    before it held params and the rest (no ``params`` key at all) takes them
-    from the Workflow as it is now, as runs did then."""
-    if "params" not in snapshot.model_fields_set and current is not None:
-        return current.spec
-    return WorkflowSpec.model_validate(
-        {
-            "steps": list(snapshot.steps),
-            "params": dict(snapshot.params),
-            "initialState": dict(snapshot.initial_state),
-            "parallelism": snapshot.parallelism,
-            "activeDeadlineSeconds": snapshot.active_deadline_seconds,
-            "ttlSecondsAfterFinished": snapshot.ttl_seconds_after_finished,
-        }
-    )
-
-
-def with_children(status: JobStatus, launched: Mapping[str, str]) -> JobStatus:
-    """``status`` with each launched step's child Job name, so that the launch's
-    own status patch records it (the watch event would otherwise cost a second)."""
-    if not launched:
-        return status
-    steps = [
-        entry.model_copy(update={"job": launched[entry.name]}) if entry.name in launched else entry
-        for entry in status.steps
-    ]
-    return status.model_copy(update={"steps": steps})
+    inline_network: NetworkPolicy = dataclasses.field(default_factory=NetworkPolicy)
+    inline_service_account: str = DEFAULT_INLINE_SERVICE_ACCOUNT
 
 
 class Controller:
@@ -156,24 +97,31 @@ class Controller:
         self.api = api
         self.settings = settings or Settings()
         self.clock = clock
-        self.index = ChildIndex()
+        self.index = ChildIndex(result_cap=self.settings.limits.result_bytes)
+        self.children = Children()
         self.queue: WorkQueue[RunKey] = WorkQueue(self.reconcile)
         self.events = EventRecorder(api)
+        self.set_aside = SetAside(api, self.events)
+        self.writer = StatusWriter(api, self.events, self.set_aside, self._remember, clock)
         self.inline = InlineRunner(
             self.child_changed,
             enabled=self.settings.inline,
-            secrets=SecretCache(secret_fetcher(api)),
+            secrets=SecretCache(secret_fetcher(api, self.settings.inline_service_account)),
             events=self.events,
             concurrency=self.settings.inline_concurrency,
             limits=self.settings.limits,
+            network=self.settings.inline_network,
             clock=clock,
         )
         self.synced = asyncio.Event()  # set once the child watches listed everything
         self._bodies: dict[RunKey, dict[str, JSON]] = {}
-        self._workflows: dict[tuple[str, str], dict[str, JSON]] = {}
+        self._workflows: dict[WorkflowKey, dict[str, JSON]] = {}
+        self._unreadable: dict[WorkflowKey, str] = {}  # Workflows that cannot be read, and why
+        self._specs: dict[str, tuple[int, Job]] = {}  # run uid -> (generation, its spec read)
         self._rejected: dict[str, dict[tuple[str, int], Attempt]] = {}  # run uid -> refused launches
         self._woken_at: dict[RunKey, float] = {}  # when the event that may free a step arrived
         self._deferred: set[RunKey] = set()  # runs whose last pass left its status write to the next
+        self._writes: set[asyncio.Task[None]] = set()  # Workflow conditions on their way
 
     # ------------------------------------------------------------ inputs
 
@@ -186,6 +134,10 @@ class Controller:
                 self._deferred.discard(key)
                 self.queue.forget(key)
             self.index.forget_run(uid)
+            self.children.forget_run(uid)
+            self.events.forget(uid)
+            self.set_aside.forget(body)
+            self._specs.pop(uid, None)
             self._rejected.pop(uid, None)
             self.inline.forget_run(uid)
             return
@@ -202,17 +154,49 @@ class Controller:
         self._woken_at.setdefault(key, time.perf_counter())
         self.queue.add(key)
 
-    def workflow_changed(self, body: Mapping[str, JSON], *, deleted: bool = False) -> None:
+    def child_unreadable(self, obj: Mapping[str, JSON], kind: SetAsideKind, problem: str) -> None:
+        """A child Job or pod the watch could not read: left out, reported on the run it claims."""
+        run = self._bodies.get(self.index.run_key(controller_uid(obj)) or RunKey("", ""))
+        name = (obj.get("metadata") or {}).get("name")
+        message = f"{kind.replace('_', ' ')} {name} cannot be read and is ignored: {problem}"
+        self.set_aside.report(obj, kind, "ChildUnreadable", message, about=run)
+
+    def workflow_changed(
+        self, body: Mapping[str, JSON], *, deleted: bool = False, problem: str | None = None
+    ) -> None:
         meta = body.get("metadata", {})
         ident = (meta.get("namespace", ""), meta.get("name", ""))
         if deleted:
             self._workflows.pop(ident, None)
+            self._unreadable.pop(ident, None)
+            self.set_aside.forget(body)
             return
-        self._workflows[ident] = dict(body)
+        if problem is not None:
+            self._workflows.pop(ident, None)
+            self._unreadable[ident] = problem
+            message = f"Workflow {ident[1]} cannot be read: {problem}"
+            if not said_stalled(body, message) and self.set_aside.report(
+                body, "workflow", "InvalidWorkflow", message
+            ):
+                self._background(self.set_aside.stall_workflow(body, message, self.clock()))
+        else:
+            self._unreadable.pop(ident, None)
+            self._workflows[ident] = dict(body)
+            if self.set_aside.reported(body):
+                self.set_aside.forget(body)
+                self._background(self.set_aside.clear_workflow(body))
         for key, run in list(self._bodies.items()):
             ref = (run.get("spec") or {}).get("workflowRef") or {}
             if key.namespace == ident[0] and ref.get("name") == ident[1]:
                 self.queue.add(key)
+
+    def _background(self, write: Any) -> None:
+        task = asyncio.get_running_loop().create_task(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def close(self) -> None:
+        await asyncio.gather(*self._writes, return_exceptions=True)
 
     # --------------------------------------------------------- reconcile
 
@@ -234,37 +218,54 @@ class Controller:
                     except NotFound:
                         self.run_changed(body, deleted=True)
                         return
+                    except UnreadableAnswer:
+                        return  # kopf's watch brings the new version (and reads it whole)
                     self._bodies[key] = fresh
             logger.warning("run %s: status kept changing under us; trying again shortly", key)
             self.queue.add_after(key, 1.0)
         finally:
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
 
-    async def _reconcile(self, key: RunKey, body: dict[str, JSON]) -> None:
-        meta = body.get("metadata", {})
-        uid, generation = str(meta.get("uid")), meta.get("generation")
-        now = self.clock()
+    def _read(self, body: Mapping[str, JSON]) -> tuple[JobStatus, Job]:
+        """The run's status and spec. The spec is read once per generation."""
         try:
             status = JobStatus.model_validate(body.get("status") or {})
         except pydantic.ValidationError:
             status = JobStatus()  # unreadable status (not written by kwf): start from scratch
-        try:
-            job = Job.model_validate(body)
-        except pydantic.ValidationError as error:
-            await self._stall(key, body, status, Reason.INVALID_SPEC, describe(error), now)
-            return
+        meta = body.get("metadata") or {}
+        uid, generation = str(meta.get("uid") or ""), meta.get("generation")
+        cached = self._specs.get(uid)
+        if cached is not None and generation is not None and cached[0] == generation:
+            return status, cached[1]
+        job = read_run(body)
+        if generation is not None:
+            self._specs[uid] = (generation, job)
+        return status, job
 
-        spec, snapshot = self._effective(job, status)
-        if spec is None:
-            ref = job.spec.workflow_ref
-            name = ref.name if ref else "?"
-            if isinstance(snapshot, str):
-                await self._stall(key, body, status, Reason.INVALID_WORKFLOW, snapshot, now)
-            else:
-                message = f"spec.workflowRef.name: Workflow {name!r} not found in namespace {key.namespace}"
-                await self._stall(key, body, status, Reason.WORKFLOW_NOT_FOUND, message, now)
+    async def _reconcile(self, key: RunKey, body: dict[str, JSON]) -> None:
+        meta = body.get("metadata", {})
+        uid, generation = str(meta.get("uid")), meta.get("generation")
+        now = self.clock()
+        ref = ((body.get("spec") or {}).get("workflowRef") or {}).get("name")
+        size = size_of(body, self._workflows.get((key.namespace, str(ref))) if ref else None)
+        status = JobStatus()
+        try:
+            status, job = await run_sized(size, self._read, body)
+            found = await run_sized(size, effective, job, status, self._workflows, self._unreadable)
+        except pydantic.ValidationError as error:
+            await self.writer.stall(key, body, status, Reason.INVALID_SPEC, describe(error), now)
+            return
+        except Exception as error:  # a run nested too deep, say: it alone is set aside
+            await self.writer.cannot_plan(key, body, status, error, now)
+            return
+        if isinstance(found, Blocked):
+            await self.writer.stall(key, body, status, found.reason, found.message, now)
+            if found.workflow is not None and (key.namespace, found.workflow) not in self._unreadable:
+                about = workflow_ref(key.namespace, found.workflow)
+                self.set_aside.report(about, "workflow", found.reason.value, found.message)
             self.queue.add_after(key, MISSING_WORKFLOW_RETRY)
             return
+        spec, snapshot = found
 
         if (
             status.phase.finished
@@ -274,10 +275,19 @@ class Controller:
             await self._after_finish(key, body, status, job, now)
             return
 
-        await self._read_logs(uid)
-        observed = self.inline.observe(uid, spec, status, self._observed(uid))
+        jobs = self.index.child_jobs(uid)
+        verdict = self.children.judge(key, uid, status, jobs)
+        for child_uid, why in verdict.foreign.items():
+            child = jobs[child_uid]
+            name = child["metadata"].get("name")
+            message = f"batch Job {name} is not one of this run's attempts and is ignored: {why}"
+            self.set_aside.report(child, "child_job", "ChildIgnored", message, about=body)
+        await self._read_logs(uid, verdict.accepted)
+        observed = self.inline.observe(uid, spec, status, self._observed(uid, verdict.accepted))
         try:
-            decision = plan(
+            decision = await run_sized(
+                size,
+                plan,
                 spec,
                 status,
                 observed,
@@ -288,26 +298,32 @@ class Controller:
                 namespace=key.namespace,
             )
         except ValueError as error:
-            await self._stall(key, body, status, Reason.INVALID_SPEC, str(error), now)
+            await self.writer.stall(key, body, status, Reason.INVALID_SPEC, str(error), now)
+            return
+        except Exception as error:
+            await self.writer.cannot_plan(key, body, status, error, now)
             return
         new_status = decision.status
-        if snapshot is not None and isinstance(snapshot, WorkflowSnapshot):
+        if snapshot is not None:
             new_status = new_status.model_copy(update={"workflow": snapshot})
 
         owner = Owner(name=key.name, namespace=key.namespace, uid=uid)
-        launched = await self._apply(owner, decision.actions)
+        launched = await self._apply(owner, decision.actions, verdict.names)
         if await self._inline_done(key, uid, decision.actions):
             # The next pass writes their launch and their end in one status patch.
             self.queue.add(key)
             return
-        await self._write_status(key, body, status, with_children(new_status, launched))
-        if new_status.phase.finished:
+        names = {step: name for step, (name, _) in launched.items()}
+        uids = {**verdict.names, **dict(launched.values())}
+        recorded = with_children(new_status, names, uids)
+        written = await self.writer.write(key, body, status, recorded, size)
+        if written.phase.finished:
             self.inline.forget_run(uid)
 
-        if decision.requeue_after is not None:
+        if decision.requeue_after is not None and not written.phase.finished:
             self.queue.add_after(key, decision.requeue_after)
-        if new_status.phase.finished:
-            await self._after_finish(key, self._bodies.get(key, body), new_status, job, self.clock())
+        if written.phase.finished:
+            await self._after_finish(key, self._bodies.get(key, body), written, job, self.clock())
         else:
             self.queue.add_after(key, self.settings.resync_seconds)
 
@@ -324,53 +340,34 @@ class Controller:
         self._deferred.add(key)
         return True
 
-    def _effective(self, job: Job, status: JobStatus) -> tuple[JobSpec | None, WorkflowSnapshot | str | None]:
-        """The spec to plan from: inline steps, or the Workflow's as the run first saw them."""
-        spec = job.spec
-        ref = spec.workflow_ref
-        if ref is None:
-            return spec, None
-        current = self._workflows.get((job.metadata.namespace or "", ref.name))
-        workflow: Workflow | None = None
-        if current is not None:
-            try:
-                workflow = Workflow.model_validate(current)
-            except pydantic.ValidationError as error:
-                if status.workflow is None:
-                    return None, f"Workflow {ref.name!r} is not valid: {describe(error)}"
-        snapshot = status.workflow
-        if snapshot is None or snapshot.name != ref.name:
-            if workflow is None:
-                return None, None
-            snapshot = snapshot_of(workflow)
-        try:
-            effective = effective_spec(spec, frozen_spec(snapshot, workflow), snapshot_steps(snapshot))
-        except pydantic.ValidationError as error:
-            return None, f"Workflow {ref.name!r} is not valid: {describe(error)}"
-        return effective, snapshot
-
-    def _observed(self, uid: str) -> Observed:
-        observed = {step: list(attempts) for step, attempts in self.index.observe(uid).items()}
+    def _observed(self, uid: str, accepted: frozenset[str]) -> Observed:
+        observed = {step: list(attempts) for step, attempts in self.index.observe(uid, accepted).items()}
         for (step, number), attempt in self._rejected.get(uid, {}).items():
             if not any(a.number == number for a in observed.get(step, ())):
                 observed.setdefault(step, []).append(attempt)
         return observed
 
-    async def _read_logs(self, uid: str) -> None:
-        async def read(job_uid: str, namespace: str, pod: str) -> None:
-            try:
-                self.index.put_log(job_uid, await self.api.logs(namespace, pod))
-            except NotFound:
-                self.index.put_log(job_uid, "")
+    async def _read_logs(self, uid: str, accepted: frozenset[str]) -> None:
+        """The logs that hold framed results: no more of each than its frame."""
 
-        wanted = self.index.logs_wanted(uid)
+        async def read(job_uid: str, namespace: str, pod: str, size: int) -> None:
+            lines, limit = log_budget(size)
+            try:
+                log = await self.api.logs(namespace, pod, CONTAINER, limit_bytes=limit, tail_lines=lines)
+            except NotFound:
+                log = ""
+            self.index.put_log(job_uid, log)
+
+        wanted = self.index.logs_wanted(uid, accepted)
         if wanted:
-            await asyncio.gather(*(read(*item) for item in wanted))
+            await asyncio.gather(*(read(u, ns, pod, framed.bytes) for u, ns, pod, framed in wanted))
 
     # ------------------------------------------------------------- apply
 
-    async def _apply(self, owner: Owner, actions: tuple[Launch | Stop, ...]) -> dict[str, str]:
-        """Take the actions; returns each launched step's child Job name."""
+    async def _apply(
+        self, owner: Owner, actions: tuple[Launch | Stop, ...], children: Mapping[str, str]
+    ) -> dict[str, tuple[str, str]]:
+        """Take the actions; returns each launched step's child Job (name, uid)."""
         # Taken on every pass, launching or not: plan() has just seen every child
         # event so far, so only a later event can be the one that frees a step.
         woken = self._woken_at.pop(RunKey(owner.namespace, owner.name), None)
@@ -381,18 +378,21 @@ class Controller:
         if woken is not None:
             metrics.SCHEDULE_DECISION.observe(time.perf_counter() - woken)
         done = await asyncio.gather(
-            *(self._launch(owner, a) if isinstance(a, Launch) else self._stop(owner, a) for a in actions)
+            *(
+                self._launch(owner, a) if isinstance(a, Launch) else self._stop(owner, a, children)
+                for a in actions
+            )
         )
         if woken is not None:
             metrics.SCHEDULE_LATENCY.observe(time.perf_counter() - woken)
         return {
-            action.step.name: name
-            for action, name in zip(actions, done, strict=True)
-            if isinstance(action, Launch) and name is not None
+            action.step.name: child
+            for action, child in zip(actions, done, strict=True)
+            if isinstance(action, Launch) and child is not None
         }
 
-    async def _launch(self, owner: Owner, launch: Launch) -> str | None:
-        """Start one attempt; returns its child Job's name (None: inline, or refused)."""
+    async def _launch(self, owner: Owner, launch: Launch) -> tuple[str, str] | None:
+        """Start one attempt; returns its child Job's (name, uid) (None: inline, or refused)."""
         if self.inline.launch(owner, launch):
             return None
         name = child_name(owner.name, launch.step.name, launch.number)
@@ -406,20 +406,22 @@ class Controller:
             metrics.STEPS_LAUNCHED.inc()
         except AlreadyExists:
             created = await self.api.get(BATCH_JOBS, name, owner.namespace)
-            if not is_child_of(created, owner.uid):
-                self._refuse(
-                    owner, launch, AttemptPhase.LOST, f"a Job named {name} exists and is not this run's"
-                )
+            # Launched before a restart, or someone else's Job under the name kwf meant to use.
+            if not is_launch(created, manifest):
+                message = f"a Job named {name} exists and is not one kwf launched for this run"
+                self._refuse(owner, launch, AttemptPhase.LOST, message)
                 return None
         except ApiError as error:
             if error.status >= 500 or error.status == 429:
                 raise
             self._refuse(owner, launch, AttemptPhase.LOST, f"the step's Job was rejected: {error.message}")
             return None
+        uid = str(created["metadata"]["uid"])
+        self.children.launched(owner.uid, uid)
         # Into the index at once: the next plan must see this attempt even if
         # the watch event is still on its way.
         self.index.put_job(created)
-        return name
+        return name, uid
 
     def _refuse(self, owner: Owner, launch: Launch, phase: AttemptPhase, message: str) -> None:
         now = self.clock()
@@ -434,60 +436,20 @@ class Controller:
         self._rejected.setdefault(owner.uid, {})[(launch.step.name, launch.number)] = attempt
         self.queue.add(RunKey(owner.namespace, owner.name))
 
-    async def _stop(self, owner: Owner, stop: Stop) -> None:
+    async def _stop(self, owner: Owner, stop: Stop, children: Mapping[str, str]) -> None:
         if await self.inline.stop(owner, stop):
             return
         name = child_name(owner.name, stop.step, stop.number)
+        uid = children.get(name)
+        if uid is None:
+            return  # not one kwf launched: never deleted on the run's behalf
         for child in self.index.children(owner.uid):
             meta = child["metadata"]
-            if meta["name"] == name and not meta.get("deletionTimestamp"):
+            if meta["uid"] == uid and not meta.get("deletionTimestamp"):
                 with contextlib.suppress(NotFound, Conflict):
                     await self.api.delete(
-                        BATCH_JOBS, name, owner.namespace, propagation_policy="Background", uid=meta["uid"]
+                        BATCH_JOBS, name, owner.namespace, propagation_policy="Background", uid=uid
                     )
-
-    # ------------------------------------------------------------ status
-
-    async def _write_status(self, key: RunKey, body: dict[str, JSON], old: JobStatus, new: JobStatus) -> None:
-        before = body.get("status") or {}
-        after = new.dump()
-        diff = merge_diff(before, after)
-        if isinstance(diff, dict):
-            # Fields this version of kwf does not know are left as they are.
-            diff = {k: v for k, v in diff.items() if v is not None or k in _STATUS_FIELDS}
-        if not diff:
-            return
-        patched = await self.api.patch(
-            KWF_JOBS,
-            key.name,
-            {"status": diff},
-            key.namespace,
-            subresource="status",
-            resource_version=body["metadata"]["resourceVersion"],
-        )
-        known = self._bodies.get(key)
-        same_run = known is not None and known["metadata"].get("uid") == patched["metadata"].get("uid")
-        if same_run and _rv(patched) >= _rv(known):
-            self._bodies[key] = patched
-        for kind, reason, message in changes(old, new):
-            self.events.record(patched, kind, reason, message)
-        self._count(old, new)
-
-    async def _stall(
-        self,
-        key: RunKey,
-        body: dict[str, JSON],
-        status: JobStatus,
-        reason: Reason,
-        message: str,
-        now: datetime,
-    ) -> None:
-        generation = body.get("metadata", {}).get("generation")
-        conditions = health_conditions(status.conditions, reason, message, now, generation)
-        stalled = status.model_copy(
-            update={"conditions": conditions, "message": message[:1024], "observed_generation": generation}
-        )
-        await self._write_status(key, body, status, stalled)  # its Event comes from changes()
 
     async def _after_finish(
         self, key: RunKey, body: dict[str, JSON], status: JobStatus, job: Job, now: datetime
@@ -516,23 +478,11 @@ class Controller:
                 uid=body["metadata"]["uid"],
             )
 
-    def _count(self, old: JobStatus, new: JobStatus) -> None:
-        if new.phase != old.phase and new.phase.finished:
-            metrics.RUNS_FINISHED.labels(new.phase.value).inc()
-        before = {step.name: step for step in old.steps}
-        for step in new.steps:
-            prior = before.get(step.name)
-            if step.phase.finished and (prior is None or not prior.phase.finished):
-                metrics.STEPS_FINISHED.labels(step.phase.value).inc()
-                if step.started_at and step.finished_at:
-                    seconds = (step.finished_at - step.started_at).total_seconds()
-                    metrics.STEP_DURATION.labels(step.phase.value).observe(max(seconds, 0.0))
-        for model, usage in new.usage.items():
-            prior_usage = old.usage.get(model)
-            for kind in ("prompt_tokens", "completion_tokens"):
-                grown = getattr(usage, kind) - (getattr(prior_usage, kind) if prior_usage else 0)
-                if grown > 0:
-                    metrics.LLM_TOKENS.labels(model, kind.split("_")[0]).inc(grown)
+    def _remember(self, key: RunKey, patched: dict[str, JSON]) -> None:
+        known = self._bodies.get(key)
+        same_run = known is not None and known["metadata"].get("uid") == patched["metadata"].get("uid")
+        if same_run and _rv(patched) >= _rv(known):
+            self._bodies[key] = patched
 
     def run_keys(self) -> list[RunKey]:
         return list(self._bodies)

@@ -26,7 +26,9 @@ from kwf.operator import metrics
 from kwf.operator.controller import Controller, Settings
 from kwf.operator.inline import DEFAULT_CONCURRENCY
 from kwf.operator.leader import LeaderElection
+from kwf.operator.network import NetworkPolicy
 from kwf.operator.schedules import Schedules
+from kwf.operator.step_secrets import DEFAULT_INLINE_SERVICE_ACCOUNT
 from kwf.operator.watch import Watches
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class Options:
     liveness_port: int | None = None
     inline: bool = False
     inline_concurrency: int = DEFAULT_CONCURRENCY
+    inline_network: NetworkPolicy = dataclasses.field(default_factory=NetworkPolicy)
+    inline_service_account: str = DEFAULT_INLINE_SERVICE_ACCOUNT
     limits: Limits = dataclasses.field(default_factory=Limits)
 
 
@@ -90,8 +94,13 @@ def registry_for(
     return registry
 
 
-def settings() -> kopf.OperatorSettings:
+def settings(*, clusterwide: bool = True) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
+    # Watching a list of namespaces, the operator holds no cluster-wide right
+    # (the chart binds it in those namespaces only): kopf's scan of every
+    # namespace and CRD would be refused, and retried for a minute before
+    # the first run is handled.
+    s.scanning.disabled = not clusterwide
     s.peering.standalone = True
     s.posting.enabled = False  # our own Events say what happened, in the user's words
     s.persistence.finalizer = f"{GROUP}/kopf"
@@ -151,6 +160,9 @@ async def _operate(
             limits=options.limits,
             inline=options.inline,
             inline_concurrency=options.inline_concurrency,
+            # The API server's addresses as they resolve at start: inline steps never reach them.
+            inline_network=await options.inline_network.with_api_server(config.server),
+            inline_service_account=options.inline_service_account,
         ),
     )
     controller.inline.warm_up()
@@ -164,7 +176,7 @@ async def _operate(
     try:
         await kopf.operator(
             registry=registry_for(controller, config, schedules),
-            settings=settings(),
+            settings=settings(clusterwide=not options.namespaces),
             clusterwide=not options.namespaces,
             namespaces=list(options.namespaces),
             liveness_endpoint=liveness,
@@ -181,6 +193,7 @@ async def _operate(
         await schedules.close()
         await controller.inline.close()
         await watches.stop()
+        await controller.close()
         await controller.events.drain()
 
 
@@ -244,7 +257,7 @@ async def _announce(controller: Controller, kopf_ready: asyncio.Event, options: 
     await asyncio.gather(controller.synced.wait(), kopf_ready.wait())
     where = ", ".join(options.namespaces) or "all namespaces"
     inline = (
-        f"inline steps here (up to {options.inline_concurrency} at once)"
+        f"inline steps here (up to {options.inline_concurrency} at once; {options.inline_network.describe()})"
         if options.inline
         else "inline steps in pods"
     )

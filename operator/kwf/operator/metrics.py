@@ -1,9 +1,15 @@
-"""Prometheus metrics of the operator. Labels stay low-cardinality: never a run's
-or a step's name, only results, phases and LLM model names."""
+"""Prometheus metrics of the operator. Labels stay low-cardinality: every label
+value comes from a closed set the operator defines (a phase, a token kind, a
+kind of object), never from a run, a step's result or any text a tenant writes,
+so no tenant can grow the number of series."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from kwf.api import JobStatus
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -42,7 +48,40 @@ RECONCILE_DURATION = Histogram(
 STATUS_CONFLICTS = Counter(
     "kwf_status_conflicts", "Status writes refused because the run changed meanwhile", registry=REGISTRY
 )
-LLM_TOKENS = Counter("kwf_llm_tokens", "LLM tokens used by steps", ["model", "kind"], registry=REGISTRY)
+LLM_TOKENS = Counter("kwf_llm_tokens", "LLM tokens used by steps", ["kind"], registry=REGISTRY)
+SET_ASIDE = Counter(
+    "kwf_objects_set_aside",
+    "Objects the operator could not read or plan, or children it did not launch, left alone",
+    ["kind"],
+    registry=REGISTRY,
+)
+
+SetAsideKind = Literal["run", "workflow", "child_job", "pod"]
+
+
+def count(old: JobStatus, new: JobStatus) -> None:
+    """Count what changed between two statuses of a run."""
+    if new.phase != old.phase and new.phase.finished:
+        RUNS_FINISHED.labels(new.phase.value).inc()
+    before = {step.name: step for step in old.steps}
+    for step in new.steps:
+        prior = before.get(step.name)
+        if step.phase.finished and (prior is None or not prior.phase.finished):
+            STEPS_FINISHED.labels(step.phase.value).inc()
+            if step.started_at and step.finished_at:
+                seconds = (step.finished_at - step.started_at).total_seconds()
+                STEP_DURATION.labels(step.phase.value).observe(max(seconds, 0.0))
+    # Model names come from the step's result: summed over, never a label.
+    for kind in ("prompt_tokens", "completion_tokens"):
+        grown = sum(getattr(usage, kind) for usage in new.usage.values()) - sum(
+            getattr(usage, kind) for usage in old.usage.values()
+        )
+        if grown > 0:
+            LLM_TOKENS.labels(kind.split("_")[0]).inc(grown)
+
+
+def set_aside(kind: SetAsideKind) -> None:
+    SET_ASIDE.labels(kind).inc()
 
 
 def serve(port: int) -> None:

@@ -4,6 +4,9 @@ Child events go straight into the index and the run's queue: no framework in
 between, so a step's end is acted on within milliseconds of the pod event.
 After every (re)list, objects that vanished during a gap are dropped, so the
 index never keeps a child that no longer exists.
+
+One object never stops a watch: one the client cannot read comes with its
+problem and is set aside; one whose handling fails is logged and skipped.
 """
 
 from __future__ import annotations
@@ -37,7 +40,17 @@ async def _follow(
     while True:
         try:
             async for event in api.list_and_watch(resource, namespace, label_selector=selector):
-                handle(event)
+                try:
+                    handle(event)
+                except Exception:
+                    meta = event.object.get("metadata") or {}
+                    logger.exception(
+                        "%s event of %s %s/%s not handled; skipped",
+                        event.type,
+                        resource.plural,
+                        meta.get("namespace"),
+                        meta.get("name"),
+                    )
                 if event.type == "SYNCED":
                     synced.set()
         except asyncio.CancelledError:
@@ -96,16 +109,19 @@ class Watches:
 
         def handle(event: WatchEvent) -> None:
             if event.type == "SYNCED":
-                current = {item["metadata"]["uid"] for item in event.object["items"]}
+                current = {_uid(item) for item in event.object["items"]}
                 for uid in seen - current:
                     controller.child_changed(index.delete_job({"metadata": {"uid": uid}}))
                 seen.clear()
                 seen.update(current)
                 return
-            uid = event.object.get("metadata", {}).get("uid")
+            uid = _uid(event.object)
             if event.type == "DELETED":
                 seen.discard(uid)
                 controller.child_changed(index.delete_job(event.object))
+            elif event.problem is not None:
+                seen.add(uid)
+                controller.child_unreadable(event.object, "child_job", event.problem)
             else:
                 seen.add(uid)
                 controller.child_changed(index.put_job(event.object))
@@ -118,14 +134,16 @@ class Watches:
 
         def handle(event: WatchEvent) -> None:
             if event.type == "SYNCED":
-                current = {item["metadata"]["uid"] for item in event.object["items"]}
+                current = {_uid(item) for item in event.object["items"]}
                 for uid in set(seen) - current:
                     controller.child_changed(index.put_pod(seen.pop(uid), deleted=True))
                 return
-            uid = event.object.get("metadata", {}).get("uid")
+            uid = _uid(event.object)
             if event.type == "DELETED":
                 seen.pop(uid, None)
                 controller.child_changed(index.put_pod(event.object, deleted=True))
+            elif event.problem is not None:
+                controller.child_unreadable(event.object, "pod", event.problem)
             else:
                 seen[uid] = event.object
                 controller.child_changed(index.put_pod(event.object))
@@ -135,6 +153,11 @@ class Watches:
     def _on_workflow(self, event: WatchEvent) -> None:
         if event.type == "SYNCED":
             return
-        self.controller.workflow_changed(event.object, deleted=event.type == "DELETED")
-        if self.schedules is not None:
-            self.schedules.workflow_changed(event.object, deleted=event.type == "DELETED")
+        deleted = event.type == "DELETED"
+        self.controller.workflow_changed(event.object, deleted=deleted, problem=event.problem)
+        if self.schedules is not None and (deleted or event.problem is None):
+            self.schedules.workflow_changed(event.object, deleted=deleted)
+
+
+def _uid(obj: dict[str, JSON]) -> str:
+    return str((obj.get("metadata") or {}).get("uid") or "")

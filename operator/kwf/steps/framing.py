@@ -20,9 +20,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 import re
 
 LINE = 76
+#: What a step may print after its frame, and line ends, within a log budget.
+_SLACK_BYTES = 4096
 _BEGIN = re.compile(r"----- kwf result begin v1 bytes=(\d+) sha256=([0-9a-f]{64}) -----")
 _END = re.compile(r"----- kwf result end sha256=([0-9a-f]{64}) -----")
 
@@ -41,6 +44,17 @@ def frame(data: bytes) -> str:
         f"{body}"
         f"----- kwf result end sha256={digest} -----\n"
     )
+
+
+def log_budget(size: int) -> tuple[int, int]:
+    """(lines, bytes) at the end of a log that hold the frame of ``size`` bytes of
+    data, with room for a line or two after it: what a reader asks for, so that
+    it never reads more of a log than the result it wants."""
+    encoded = 4 * math.ceil(size / 3)
+    body_lines = math.ceil(encoded / LINE)
+    lines = body_lines + 3  # the blank line before, begin, end
+    header = len(f"----- kwf result begin v1 bytes={size} sha256={'0' * 64} -----")
+    return lines + 2, encoded + body_lines + 2 * header + _SLACK_BYTES
 
 
 def unframe(log_text: str, *, sha256: str | None = None) -> bytes | None:

@@ -74,8 +74,15 @@ def report_error(message: str) -> Report:
     return Report(message=encoded)
 
 
-def read_report(message: str, exit_code: int) -> Result | Framed | Failure:
-    """What a finished step pod said, from its termination message and exit code."""
+def over_cap(size: int, cap: int) -> Failure:
+    return Failure(f"the result is {size} bytes, over the cap of {cap} bytes")
+
+
+def read_report(message: str, exit_code: int, *, result_cap: int | None = None) -> Result | Framed | Failure:
+    """What a finished step pod said, from its termination message and exit code.
+
+    ``result_cap`` is the reader's own cap on a framed result: a pod's
+    environment may say anything, the reader never takes more than this."""
     text = message.strip()
     data: Any = None
     if text:
@@ -93,23 +100,30 @@ def read_report(message: str, exit_code: int) -> Result | Framed | Failure:
         return Failure("the step's termination message is not a JSON object")
     if data.get("framed") is True:
         try:
-            return Framed(bytes=int(data["bytes"]), sha256=str(data["sha256"]))
+            framed = Framed(bytes=int(data["bytes"]), sha256=str(data["sha256"]))
         except (KeyError, TypeError, ValueError):
             return Failure("the step's termination message announces a framed result but is incomplete")
+        if result_cap is not None and framed.bytes > result_cap:
+            return over_cap(framed.bytes, result_cap)
+        return framed
     try:
         return Result.from_json(data)
     except (ValueError, TypeError, AttributeError) as exc:
         return Failure(f"bad step result: {exc}")
 
 
-def read_framed(framed: Framed, log_text: str) -> Result | Failure:
-    """The framed result from the pod's log."""
+def read_framed(framed: Framed, log_text: str, *, result_cap: int | None = None) -> Result | Failure:
+    """The framed result from the pod's log (at most ``result_cap`` bytes of it)."""
+    if result_cap is not None and framed.bytes > result_cap:
+        return over_cap(framed.bytes, result_cap)
     try:
         data = unframe(log_text, sha256=framed.sha256)
     except FrameError as exc:
         return Failure(f"the step's result in its log is broken: {exc}")
     if data is None:
         return Failure(f"the step's result ({framed.bytes} bytes) is missing from its log")
+    if result_cap is not None and len(data) > result_cap:
+        return over_cap(len(data), result_cap)
     try:
         return Result.from_json(json.loads(data))
     except (ValueError, TypeError, AttributeError) as exc:

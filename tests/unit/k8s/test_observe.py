@@ -10,7 +10,7 @@ from kwf.engine.types import AttemptPhase, Limits, Result
 from kwf.k8s.index import ChildIndex, RunKey
 from kwf.k8s.manifests import LABEL_ATTEMPT, LABEL_JOB, LABEL_JOB_UID, LABEL_STEP, MANAGED_BY
 from kwf.k8s.observe import attempt_of
-from kwf.steps.framing import frame
+from kwf.steps.framing import frame, log_budget
 from kwf.steps.results import report_result
 
 RUN_UID = "5a1f0c9e-0000-4000-8000-000000000001"
@@ -254,3 +254,67 @@ def test_index_wakes_a_run_only_when_what_its_plan_reads_changes() -> None:
     assert index.put_pod(again) is None
     assert index.put_pod(again, deleted=True) is None  # ended already: the deletion changes nothing
     assert index.delete_job(child()) == run
+
+
+def test_a_framed_result_over_the_operators_cap_fails_whatever_the_pods_env_allowed() -> None:
+    # The step raised its own cap (KWF_RESULT_BYTES in its env) and framed 300 KiB.
+    pods_limits = Limits(result_bytes=1024 * 1024)
+    report = report_result(Result(output="z" * 300 * 1024), pods_limits)
+    assert report.stdout is not None
+    finished = pod(terminated(0, report.message), phase="Succeeded")
+    cap = Limits().result_bytes
+    # Failed at once, without its log: the operator never reads more than its cap.
+    index = ChildIndex(result_cap=cap)
+    index.remember_run(RUN_UID, RunKey("default", "demo"))
+    index.put_job(child())
+    index.put_pod(finished)
+    assert index.logs_wanted(RUN_UID) == []
+    (attempt,) = index.observe(RUN_UID)["count"]
+    assert attempt.phase is AttemptPhase.FAILED
+    assert attempt.message is not None
+    assert f"{json.loads(report.message)['bytes']} bytes" in attempt.message
+    assert f"cap of {cap} bytes" in attempt.message
+    # Even with the whole log at hand, the cap holds.
+    read = attempt_of(child(), finished, log=report.stdout, result_cap=cap)
+    assert read is not None and read.phase is AttemptPhase.FAILED
+
+
+def test_a_framed_result_within_the_cap_asks_for_only_its_frame_of_the_log() -> None:
+    report = report_result(Result(output="w" * 10_000), Limits())
+    index = ChildIndex(result_cap=Limits().result_bytes)
+    index.remember_run(RUN_UID, RunKey("default", "demo"))
+    index.put_job(child())
+    index.put_pod(pod(terminated(0, report.message), phase="Succeeded"))
+    ((uid, namespace, name, framed),) = index.logs_wanted(RUN_UID)
+    assert (uid, namespace, name) == (JOB_UID, "default", "demo-count-2-x7k2p")
+    lines, limit = log_budget(framed.bytes)
+    assert report.stdout is not None
+    frame_lines = report.stdout.strip("\n").splitlines()
+    assert len(frame_lines) < lines <= len(frame_lines) + 3
+    assert len(report.stdout.encode()) < limit <= len(report.stdout.encode()) + 5000
+    # What the log call returns under that budget still holds the frame.
+    log = "chatter\n" * 1000 + report.stdout
+    tail = "".join(log.splitlines(keepends=True)[-lines:]).encode()[:limit].decode()
+    attempt = attempt_of(
+        child(), pod(terminated(0, report.message)), log=tail, result_cap=Limits().result_bytes
+    )
+    assert attempt is not None and attempt.phase is AttemptPhase.SUCCEEDED
+
+
+def test_a_pod_in_another_namespace_never_joins_a_child() -> None:
+    index = ChildIndex()
+    index.remember_run(RUN_UID, RunKey("default", "demo"))
+    index.put_job(child())
+    elsewhere = pod(terminated(0, json.dumps({"output": "forged"})), phase="Succeeded")
+    elsewhere["metadata"]["namespace"] = "other"
+    assert index.put_pod(elsewhere) is None
+    (attempt,) = index.observe(RUN_UID)["count"]
+    assert attempt.phase is AttemptPhase.RUNNING
+
+
+def test_observe_sees_only_the_children_it_is_told_are_the_runs() -> None:
+    index = ChildIndex()
+    index.remember_run(RUN_UID, RunKey("default", "demo"))
+    index.put_job(child())
+    assert index.observe(RUN_UID, accepted=frozenset()) == {}
+    assert list(index.observe(RUN_UID, accepted={JOB_UID})) == ["count"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from kwf.api import Condition, JobPhase, JobStatus, StepPhase, StepStatus
-from kwf.operator.events import changes
+from kwf.operator.events import MESSAGE_CAP, RateLimit, changes, with_held
 
 T = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -76,3 +76,31 @@ def test_a_failed_run_is_stalled_too_and_that_is_no_second_event() -> None:
     assert changes(JobStatus(phase=JobPhase.RUNNING), failed) == [
         ("Warning", "Failed", "run is failed: step fetch failed")
     ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_events_of_one_object_pass_in_a_burst_then_one_per_refill() -> None:
+    clock = Clock()
+    limit = RateLimit(burst=10, refill_seconds=10.0, clock=clock)
+    passed = [limit.take("run-a") for _ in range(25)]
+    assert passed[:10] == [0] * 10 and passed[10:] == [None] * 15
+    assert limit.take("run-b") == 0  # every object has its own bucket
+    clock.now += 10.0
+    assert limit.take("run-a") == 15  # the next one says how many were held back
+    assert limit.take("run-a") is None
+    clock.now += 25.0
+    assert [limit.take("run-a") for _ in range(3)] == [1, 0, None]
+
+
+def test_the_count_held_back_fits_in_the_message_cap() -> None:
+    message = with_held("x" * 5000, 15)
+    assert len(message) == MESSAGE_CAP
+    assert message.endswith("(15 earlier events not posted: too many)")
+    assert with_held("step a failed", 0) == "step a failed"
