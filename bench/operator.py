@@ -218,6 +218,8 @@ class Operator:
     def __init__(self, ns: str, log: Path) -> None:
         argv = [sys.executable, "-m", "kwf.cli", "operator", "--kubeconfig", str(KUBECONFIG)]
         argv += ["--namespace", ns, "--inline", "--metrics-port", str(METRICS_PORT)]
+        # The inline runs' server listens on 127.0.0.1, which inline steps reach only when allowed.
+        argv += ["--inline-allow-cidr", "127.0.0.1/32"]
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'operator'}{os.pathsep}{REPO}"}
         self.log = log
         with log.open("wb") as out:

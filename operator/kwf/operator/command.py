@@ -78,6 +78,35 @@ def operator(
     inline_concurrency: Annotated[
         int, typer.Option("--inline-concurrency", min=1, help="inline step attempts running at once")
     ] = 32,
+    inline_service_account: Annotated[
+        str,
+        typer.Option(
+            "--inline-service-account",
+            envvar="KWF_INLINE_SERVICE_ACCOUNT",
+            help="inline steps read Secrets of namespace NS as ServiceAccount NS/<this>, by impersonation",
+        ),
+    ] = "kwf-inline",
+    inline_deny_cidr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--inline-deny-cidr",
+            help="a range inline steps may not reach, e.g. the pod or service CIDR (repeatable)",
+        ),
+    ] = None,
+    inline_allow_cidr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--inline-allow-cidr",
+            help="a range inline steps may reach even if denied, loopback included (repeatable)",
+        ),
+    ] = None,
+    inline_allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--inline-allow-host",
+            help="a host name inline steps may reach whatever it resolves to (repeatable)",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """Run the kwf operator in the foreground until SIGINT/SIGTERM."""
@@ -88,9 +117,18 @@ def operator(
     # the operator's start-up (a restart or a failover waits for it).
     sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
     from kwf.operator.main import Leadership, LeadershipLost, Options, run
+    from kwf.operator.network import NetworkPolicy
+    from kwf.operator.step_secrets import check_service_account_name
 
     if all_namespaces and namespace:
         raise typer.BadParameter("use either --namespace or --all-namespaces", param_hint="--namespace")
+    try:
+        network = NetworkPolicy.from_flags(
+            inline_deny_cidr or (), inline_allow_cidr or (), inline_allow_host or ()
+        )
+        check_service_account_name(inline_service_account)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -113,6 +151,8 @@ def operator(
         liveness_port=liveness_port,
         inline=inline,
         inline_concurrency=inline_concurrency,
+        inline_network=network,
+        inline_service_account=inline_service_account,
     )
     try:
         asyncio.run(run(options))

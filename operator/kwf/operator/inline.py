@@ -2,9 +2,17 @@
 
 With ``--inline`` such a step's attempt is an asyncio task here instead of a
 pod: milliseconds instead of a pod start. At most ``concurrency`` attempts
-talk to the outside at once; the rest wait for a slot (and count as running).
-Each attempt is kept in memory as an engine :class:`Attempt` and merged into
-what the controller observes for its run; its end wakes the run's reconcile.
+talk to the outside at once; the rest wait for a slot, namespace by namespace
+in turn (and count as running). Each attempt is kept in memory as an engine
+:class:`Attempt` and merged into what the controller observes for its run;
+its end wakes the run's reconcile.
+
+Only http and llm steps run here, checked again at each launch: a step that
+another step returned is not admitted by the API server, so its executor is
+trusted no further than its type. An attempt has a hard time limit that counts
+its wait for a slot and its in-step retries alike; its requests go through the
+operator's network policy (kwf.operator.network), keep no cookies, and open
+circuits per namespace and host.
 
 Restart safety: an attempt that the run's status says was started, and that
 neither this process nor the child index knows, ran in an operator that has
@@ -18,14 +26,12 @@ in the operator's log and an Event.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import importlib
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,21 +39,23 @@ import httpx2
 
 from kwf.api import Executor, JobSpec, JobStatus, Step, StepPhase
 from kwf.engine.types import Attempt, AttemptPhase, Launch, Limits, Observed, Result, Stop
-from kwf.k8s.api import SECRETS, Client, NotFound
 from kwf.k8s.index import RunKey
 from kwf.k8s.manifests import Owner
 from kwf.operator.events import EventRecorder
-from kwf.steps import StepError, run_step, secret_refs
-from kwf.steps.http import CircuitBreakers
+from kwf.operator.network import NetworkPolicy
+from kwf.operator.slots import FairSlots
+from kwf.operator.step_secrets import SecretCache
+from kwf.steps import StepError, secret_refs
+from kwf.steps.http import CircuitBreakers, run_http
+from kwf.steps.transport import bounded_client
 
 JSON = Any
 Clock = Callable[[], datetime]
-Fetch = Callable[[str, str], Awaitable[Mapping[str, bytes]]]
 logger = logging.getLogger(__name__)
 
 DEFAULT_CONCURRENCY = 32
-#: How long a Secret's keys are reused: a rotated key is picked up this late at most.
-SECRET_TTL_SECONDS = 30.0
+#: The time limit of an inline attempt whose step sets no ``timeoutSeconds``.
+DEFAULT_ATTEMPT_SECONDS = 600.0
 LOST_MESSAGE = "the operator that ran it inline stopped before it ended"
 
 
@@ -90,43 +98,6 @@ def lost_attempts(
     return lost
 
 
-class SecretCache:
-    """Secret data by (namespace, name), kept ``ttl`` seconds. Values are never logged."""
-
-    def __init__(
-        self, fetch: Fetch, *, ttl: float = SECRET_TTL_SECONDS, clock: Callable[[], float] = time.monotonic
-    ):
-        self._fetch = fetch
-        self._ttl = ttl
-        self._clock = clock
-        self._entries: dict[tuple[str, str], tuple[float, Mapping[str, bytes]]] = {}
-
-    async def value(self, namespace: str, name: str, key: str, *, field: str) -> str:
-        """The key's value; StepError naming ``field`` when the Secret or key is missing."""
-        entry = self._entries.get((namespace, name))
-        if entry is None or entry[0] <= self._clock():
-            try:
-                data = await self._fetch(namespace, name)
-            except NotFound:
-                raise StepError(f"{field}: Secret {name!r} not found in namespace {namespace}") from None
-            entry = (self._clock() + self._ttl, data)
-            self._entries[(namespace, name)] = entry
-        raw = entry[1].get(key)
-        if raw is None:
-            raise StepError(f"{field}: Secret {name!r} has no key {key!r}")
-        return raw.decode()
-
-
-def secret_fetcher(api: Client) -> Fetch:
-    async def fetch(namespace: str, name: str) -> Mapping[str, bytes]:
-        secret = await api.get(SECRETS, name, namespace)
-        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        data.update({k: v.encode() for k, v in (secret.get("stringData") or {}).items()})
-        return data
-
-    return fetch
-
-
 @dataclasses.dataclass
 class _Record:
     launch: Launch
@@ -157,21 +128,23 @@ class InlineRunner:
         events: EventRecorder | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         limits: Limits | None = None,
+        network: NetworkPolicy | None = None,
+        attempt_seconds: float = DEFAULT_ATTEMPT_SECONDS,
         clock: Clock = utcnow,
     ) -> None:
-        if concurrency < 1:
-            raise ValueError(f"--inline-concurrency must be at least 1, not {concurrency}")
         self.enabled = enabled
         self._wake = wake
         self._secrets = secrets
         self._events = events
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = FairSlots(concurrency)
         self._limits = limits or Limits()
+        self._network = network or NetworkPolicy()
+        self._attempt_seconds = attempt_seconds
         self._clock = clock
         self._runs: dict[str, dict[tuple[str, int], _Record]] = {}  # run uid -> attempts
         self._told: set[str] = set()  # runs told that their inline steps run in pods
         self._http: httpx2.AsyncClient | None = None
-        self._breakers = CircuitBreakers()
+        self._breakers: dict[str, CircuitBreakers] = {}  # by namespace
         self._warming: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------ controller
@@ -189,6 +162,10 @@ class InlineRunner:
             return True  # launched already: never started twice
         record = _Record(launch=launch, run=RunKey(owner.namespace, owner.name), started_at=self._clock())
         attempts[key] = record
+        refusal = not_inline(launch.step)
+        if refusal is not None:
+            self._finish(record, AttemptPhase.FAILED, message=refusal)
+            return True  # refused here, and never handed to anything that runs scripts
         record.task = asyncio.get_running_loop().create_task(
             self._run(record), name=f"inline {owner.namespace}/{owner.name} {key[0]}-{key[1]}"
         )
@@ -265,23 +242,25 @@ class InlineRunner:
 
     async def _run(self, record: _Record) -> None:
         launch = record.launch
+        namespace = record.run.namespace
         env: dict[str, str] = {}
+        limit = launch.timeout_seconds or self._attempt_seconds
+        loop = asyncio.get_running_loop()
+        queued, started = loop.time(), None
+        deadline = asyncio.timeout(limit)
         try:
-            async with self._slots:
-                env = await self._env(launch.step, record.run.namespace)
-                result = await run_step(
-                    launch.step,
-                    launch.inputs,
-                    launch.number,
-                    env=env,
-                    limits=self._limits,
-                    time_limit=launch.timeout_seconds,
-                    http_client=self._client(),
-                    breakers=self._breakers,
-                )
+            async with deadline, self._slots.slot(namespace):
+                started = loop.time()
+                env = await self._env(launch.step, namespace)
+                result = await self._call(launch.step, namespace, env)
             self._check_size(result)
         except asyncio.CancelledError:
             raise
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            late = self._late(limit, queued, started, default=not launch.timeout_seconds)
+            self._finish(record, AttemptPhase.FAILED, message=late)
         except StepError as error:
             self._finish(record, AttemptPhase.FAILED, message=_redact(error.message, env))
         except Exception as error:  # a bug here must fail the attempt, not the operator
@@ -290,6 +269,30 @@ class InlineRunner:
             self._finish(record, AttemptPhase.FAILED, message=message[:1000])
         else:
             self._finish(record, AttemptPhase.SUCCEEDED, result=result)
+
+    async def _call(self, step: Step, namespace: str, env: Mapping[str, str]) -> Result:
+        """The step's one request; only http and llm ever get here."""
+        if step.http is not None:
+            breakers = self._breakers.setdefault(namespace, CircuitBreakers())
+            return await run_http(step.http, client=self._client(), breakers=breakers)
+        if step.llm is not None:
+            from kwf.steps.llm import run_llm
+
+            return await run_llm(step.llm, env=env, http_client=self._client())
+        raise StepError(not_inline(step) or f"step {step.name!r} has no type")
+
+    def _late(self, limit: float, queued: float, started: float | None, *, default: bool) -> str:
+        source = "the operator's limit for steps without timeoutSeconds" if default else "timeoutSeconds"
+        if started is None:
+            return (
+                f"the attempt waited {limit:g} s for an inline slot without getting one "
+                f"(the operator runs {self._slots.size} inline attempts at once); "
+                f"its time limit ({source}) counts the wait"
+            )
+        return (
+            f"the step timed out after {limit:g} s, {started - queued:.1f} s of them "
+            f"waiting for an inline slot (its time limit, {source}, counts the wait and the retries)"
+        )
 
     async def _env(self, step: Step, namespace: str) -> dict[str, str]:
         refs = secret_refs(step)
@@ -305,8 +308,10 @@ class InlineRunner:
 
     def _client(self) -> httpx2.AsyncClient:
         if self._http is None:
-            size = self._slots._value  # the concurrency: one connection per slot at most
-            self._http = httpx2.AsyncClient(limits=httpx2.Limits(max_connections=max(size, 1)))
+            # One connection per slot at most; no cookie jar; every address checked.
+            self._http = bounded_client(
+                check=self._network.refusal, max_connections=self._slots.size, follow_redirects=True
+            )
         return self._http
 
     def _check_size(self, result: Result) -> None:
@@ -355,6 +360,23 @@ class InlineRunner:
         if self._events is not None:
             run = {"metadata": {"name": owner.name, "namespace": owner.namespace, "uid": owner.uid}}
             self._events.record(run, "Normal", "InlineStepsInPods", message)
+
+
+def not_inline(step: Step) -> str | None:
+    """Why ``step`` may not run inside the operator; None: it may."""
+    if step.http is not None or step.llm is not None:
+        return None
+    return (
+        f"executor: inline is only for http and llm steps; step {step.name!r} is a {_kind(step)} step "
+        "and was not run (set executor: pod, or leave executor out)"
+    )
+
+
+def _kind(step: Step) -> str:
+    try:
+        return step.kind
+    except ValueError:
+        return "typeless"
 
 
 def _redact(message: str, env: Mapping[str, str]) -> str:

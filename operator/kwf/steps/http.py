@@ -6,8 +6,12 @@ Transient failures (no connection, a timeout, 429, 502, 503, 504) are
 retried up to ``retries`` times with a short backoff, honouring a server's
 ``Retry-After`` up to a cap. Each host has a circuit breaker: after
 ``threshold`` transient failures in a row it opens for ``cooldown`` seconds,
-and requests to that host fail at once instead of piling up on it. Breakers
-live in the process, so an inline executor shares them across steps.
+and requests to that host fail at once instead of piling up on it. A step pod
+has the process's breakers to itself; the inline executor keeps one set per
+namespace, so one tenant's failing host never opens another's circuit.
+
+The body is read as it arrives and never past ``max_body`` bytes: a larger
+one fails the step, naming the cap.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import httpx2
 from kwf.api import HttpStep
 from kwf.engine.types import Result
 from kwf.steps.contract import StepError
+from kwf.steps.transport import MAX_RESPONSE_BYTES, AddressRefused, ResponseTooLarge, bounded_client
 
 TRANSIENT_STATUS = frozenset({429, 502, 503, 504})
 #: Characters of an unexpected response body quoted in a failure message.
@@ -54,12 +59,21 @@ class Backoff:
 
 class CircuitBreakers:
     """Per-host breakers: closed, open for ``cooldown`` seconds after
-    ``threshold`` failures in a row, then half-open (one trial request)."""
+    ``threshold`` failures in a row, then half-open (one trial request).
+    At most ``hosts`` hosts are remembered: the oldest are forgotten first."""
 
-    def __init__(self, *, threshold: int = 5, cooldown: float = 30.0, clock: Clock = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: int = 5,
+        cooldown: float = 30.0,
+        clock: Clock = time.monotonic,
+        hosts: int = 10_000,
+    ) -> None:
         self.threshold = threshold
         self.cooldown = cooldown
         self.clock = clock
+        self.hosts = hosts
         self._failures: dict[str, int] = {}
         self._open_until: dict[str, float] = {}
 
@@ -83,8 +97,12 @@ class CircuitBreakers:
         self._open_until.pop(host, None)
 
     def failed(self, host: str) -> None:
-        count = self._failures.get(host, 0) + 1
-        self._failures[host] = count
+        count = self._failures.pop(host, 0) + 1
+        self._failures[host] = count  # to the end: the most recent
+        while len(self._failures) > self.hosts:
+            oldest = next(iter(self._failures))
+            del self._failures[oldest]
+            self._open_until.pop(oldest, None)
         if count >= self.threshold:
             self._open_until[host] = self.clock() + self.cooldown
 
@@ -104,6 +122,7 @@ async def run_http(
     breakers: CircuitBreakers | None = None,
     backoff: Backoff = Backoff(),
     sleep: Sleep = asyncio.sleep,
+    max_body: int = MAX_RESPONSE_BYTES,
 ) -> Result:
     breakers = BREAKERS if breakers is None else breakers
     try:
@@ -113,12 +132,17 @@ async def run_http(
     if url.scheme not in ("http", "https") or not url.host:
         raise StepError(f"http.url must be an http:// or https:// URL, not {spec.url!r}")
     host = f"{url.host}:{url.port}" if url.port else url.host
-    if client is None:
-        async with httpx2.AsyncClient(verify=_tls()) as own:
-            response = await _send(spec, own, host, breakers, backoff, sleep)
-    else:
-        response = await _send(spec, client, host, breakers, backoff, sleep)
-    return Result(output=_output(spec, response))
+    try:
+        if client is None:
+            async with bounded_client(cap=max_body, verify=_tls()) as own:
+                response, content = await _send(spec, own, host, breakers, backoff, sleep, max_body)
+        else:
+            response, content = await _send(spec, client, host, breakers, backoff, sleep, max_body)
+    except AddressRefused as refused:
+        raise StepError(f"http.url: {refused}") from None
+    except ResponseTooLarge as large:
+        raise StepError(f"http: {spec.method} {_short(spec.url)}: {large}") from None
+    return Result(output=_output(spec, response, content))
 
 
 async def _send(
@@ -128,7 +152,8 @@ async def _send(
     breakers: CircuitBreakers,
     backoff: Backoff,
     sleep: Sleep,
-) -> httpx2.Response:
+    max_body: int,
+) -> tuple[httpx2.Response, bytes]:
     request = client.build_request(
         spec.method,
         spec.url,
@@ -142,14 +167,17 @@ async def _send(
         problem: str
         retry_after: float | None = None
         try:
-            response = await client.send(request)
-            await response.aread()
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                content = await _read(response, max_body)
+            finally:
+                await response.aclose()
         except (httpx2.TransportError, httpx2.TimeoutException) as exc:
             problem = f"{spec.method} {_short(spec.url)} failed: {type(exc).__name__}: {exc}"
         else:
             if response.status_code not in TRANSIENT_STATUS:
                 breakers.succeeded(host)
-                return response
+                return response, content
             problem = f"{spec.method} {_short(spec.url)} answered {response.status_code}"
             retry_after = _retry_after(response)
         breakers.failed(host)
@@ -158,6 +186,26 @@ async def _send(
             tries = f" after {spec.retries + 1} tries" if spec.retries else ""
             raise StepError(problem + tries)
         await sleep(backoff.wait(retry, retry_after))
+
+
+async def _read(response: httpx2.Response, cap: int) -> bytes:
+    """The decoded body, read piece by piece and never past ``cap`` bytes."""
+    declared = response.headers.get("content-length")
+    if (
+        declared is not None
+        and declared.isdigit()
+        and int(declared) > cap
+        and "content-encoding" not in response.headers
+    ):
+        raise ResponseTooLarge(cap, int(declared))
+    pieces: list[bytes] = []
+    total = 0
+    async for piece in response.aiter_bytes():
+        total += len(piece)
+        if total > cap:
+            raise ResponseTooLarge(cap)
+        pieces.append(piece)
+    return b"".join(pieces)
 
 
 @functools.cache
@@ -178,8 +226,8 @@ def _retry_after(response: httpx2.Response) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def _output(spec: HttpStep, response: httpx2.Response) -> Any:
-    body = _body(response)
+def _output(spec: HttpStep, response: httpx2.Response, content: bytes) -> Any:
+    body = _body(response, content)
     if response.status_code not in spec.expected_status:
         quote = body if isinstance(body, str) else json.dumps(body)
         if len(quote) > BODY_QUOTE:
@@ -192,13 +240,13 @@ def _output(spec: HttpStep, response: httpx2.Response) -> Any:
     return whole if spec.select is None else select(whole, spec.select)
 
 
-def _body(response: httpx2.Response) -> Any:
-    if not response.content:
+def _body(response: httpx2.Response, content: bytes) -> Any:
+    if not content:
         return None
     try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text
+        return json.loads(content)
+    except (ValueError, RecursionError):  # not JSON, or nested past what Python parses
+        return content.decode(response.encoding or "utf-8", errors="replace")
 
 
 def select(data: Any, path: str) -> Any:

@@ -7,7 +7,8 @@ never part of an output or an error message. A step without
 ``apiKeySecretRef`` talks to endpoints that need no key.
 
 The output is the answer's text, or with ``jsonMode`` the JSON it parses to.
-Token usage is reported under the step's ``model``.
+Token usage is reported under the step's ``model``. The answer's body is read
+with a cap (kwf.steps.transport), as any step's response is.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import httpx2
 import openai
 from openai.types.chat import ChatCompletion
 
 from kwf.api import LlmStep
 from kwf.engine.types import Result, Usage
 from kwf.steps.contract import ENV_LLM_API_KEY, StepError
+from kwf.steps.transport import AddressRefused, ResponseTooLarge, bounded_client, cause
 
 #: In-step retries of the client (connection errors, 408/409/429/5xx).
 MAX_RETRIES = 2
@@ -62,8 +65,12 @@ async def run_llm(
     *,
     env: Mapping[str, str],
     max_retries: int = MAX_RETRIES,
+    http_client: httpx2.AsyncClient | None = None,
 ) -> Result:
-    """Ask once (the client retries transient failures) and read the answer."""
+    """Ask once (the client retries transient failures) and read the answer.
+
+    ``http_client`` (the inline executor's, shared) is used and left open;
+    without one, the call has its own bounded client."""
     request: dict[str, Any] = {"model": spec.model, "messages": chat_messages(spec)}
     if spec.temperature is not None:
         request["temperature"] = spec.temperature
@@ -73,7 +80,11 @@ async def run_llm(
         request["response_format"] = {"type": "json_object"}
     key = api_key(spec, env)
     try:
-        completion = await _ask(spec, request, key, max_retries)
+        if http_client is not None:
+            completion = await _ask(spec, request, key, max_retries, http_client)
+        else:
+            async with bounded_client(follow_redirects=True) as own:
+                completion = await _ask(spec, request, key, max_retries, own)
     except StepError as exc:
         # Some endpoints quote the key they refused; it must not reach status or logs.
         raise StepError(exc.message.replace(key, "***") if key != NO_KEY else exc.message) from None
@@ -90,17 +101,20 @@ async def run_llm(
     return Result(output=_parse(text) if spec.json_mode else text, usage=usage)
 
 
-async def _ask(spec: LlmStep, request: dict[str, Any], key: str, max_retries: int) -> ChatCompletion:
+async def _ask(
+    spec: LlmStep, request: dict[str, Any], key: str, max_retries: int, http: httpx2.AsyncClient
+) -> ChatCompletion:
+    # Not closed here: closing it would close ``http``, which its caller owns.
     client = openai.AsyncOpenAI(
         api_key=key,
         base_url=spec.base_url,
         timeout=spec.timeout_seconds,
         max_retries=max_retries,
+        http_client=http,
     )
     try:
-        async with client:
-            completion: ChatCompletion = await client.chat.completions.create(**request)
-            return completion
+        completion: ChatCompletion = await client.chat.completions.create(**request)
+        return completion
     except openai.APIStatusError as exc:
         raise StepError(f"the model endpoint answered {exc.status_code}: {_reason(exc)}") from None
     except openai.APITimeoutError:
@@ -109,6 +123,19 @@ async def _ask(spec: LlmStep, request: dict[str, Any], key: str, max_retries: in
         raise StepError(f"cannot reach the model endpoint: {exc.message}") from None
     except openai.OpenAIError as exc:
         raise StepError(f"the model request failed: {type(exc).__name__}") from None
+    except (AddressRefused, ResponseTooLarge, httpx2.HTTPError) as exc:
+        raise _refusal(exc) from None
+
+
+def _refusal(error: Exception) -> StepError:
+    """The step message for what the bounded client refused, naming the field."""
+    refused = cause(error, AddressRefused)
+    if refused is not None:
+        return StepError(f"llm.baseURL: {refused}")
+    large = cause(error, ResponseTooLarge)
+    if large is not None:
+        return StepError(f"llm: the model endpoint's answer: {large}")
+    return StepError(f"the model request failed: {type(error).__name__}: {str(error)[:300]}")
 
 
 def _parse(text: str) -> Any:

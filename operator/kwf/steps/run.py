@@ -87,7 +87,7 @@ async def run_step(
     elif step.llm is not None:
         from kwf.steps.llm import run_llm
 
-        call = run_llm(step.llm, env=env)
+        call = run_llm(step.llm, env=env, http_client=http_client)
     else:
         raise StepError(f"step {step.name!r} has no type")
     try:

@@ -1,29 +1,39 @@
 """The inline executor: steps with executor: inline run in the operator process,
-against real HTTP servers on 127.0.0.1."""
+against real HTTP servers on 127.0.0.1 (which the runner reaches only where a
+test's network policy allows loopback)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kwf.api import JobSpec, JobStatus, Step, StepPhase, StepStatus
+from kwf.api import Executor, JobSpec, JobStatus, Step, StepPhase, StepStatus
 from kwf.engine.plan import plan
 from kwf.engine.types import Attempt, AttemptPhase, Inputs, Launch, Stop
-from kwf.k8s.api import NotFound
+from kwf.k8s.api import ApiError, NotFound
 from kwf.k8s.index import RunKey
 from kwf.k8s.manifests import Owner
-from kwf.operator.inline import LOST_MESSAGE, InlineRunner, SecretCache, lost_attempts
+from kwf.operator.inline import LOST_MESSAGE, InlineRunner, lost_attempts
+from kwf.operator.network import NetworkPolicy
+from kwf.operator.step_secrets import SecretCache, SecretForbidden
 from kwf.steps import StepError
-from tests.fakes import FakeGitHub, FakeOpenAI, FakeServer, Reply, Request
+from tests.fakes import FakeGitHub, FakeOpenAI, FakeServer, Reply, Request, ScriptedServer
 
 NOW = datetime(2025, 1, 1, tzinfo=UTC)
 OWNER = Owner(name="run", namespace="ns", uid="uid-1")
 INPUTS = Inputs(job="run", namespace="ns", params={}, state={})
 KEY = "sk-unit-secret-4711"
+#: The test servers listen on 127.0.0.1, which inline steps may not reach by default.
+LOOPBACK = NetworkPolicy.from_flags(allow_cidrs=["127.0.0.1/32"])
+Runner = functools.partial(InlineRunner, network=LOOPBACK)
+#: The runner reads a spec only for its inline steps' names: an empty one will do.
+NO_SPEC = JobSpec.model_construct()
 
 
 def http_step(url: str, **fields: Any) -> Step:
@@ -49,14 +59,14 @@ class Woken:
 
 
 def one(runner: InlineRunner, step: str, spec: JobSpec | None = None) -> Attempt:
-    observed = runner.observe(OWNER.uid, spec or JobSpec(), JobStatus(), {})
+    observed = runner.observe(OWNER.uid, spec or JobSpec.model_construct(), JobStatus(), {})
     (attempt,) = observed[step]
     return attempt
 
 
 async def test_an_http_step_runs_here_and_wakes_its_run() -> None:
     woken = Woken()
-    runner = InlineRunner(woken, enabled=True)
+    runner = Runner(woken, enabled=True)
     async with FakeGitHub() as github:
         url = f"{github.url}/repos/nolar/kopf"
         step = http_step(url, http={"url": url, "select": "body.stargazers_count"})
@@ -73,7 +83,7 @@ async def test_an_http_step_runs_here_and_wakes_its_run() -> None:
 
 async def test_a_launch_seen_twice_starts_one_attempt() -> None:
     woken = Woken()
-    runner = InlineRunner(woken, enabled=True)
+    runner = Runner(woken, enabled=True)
     async with FakeGitHub() as github:
         launch = Launch(step=http_step(f"{github.url}/repos/nolar/kopf"), number=1, inputs=INPUTS)
         assert runner.launch(OWNER, launch) and runner.launch(OWNER, launch)
@@ -84,7 +94,7 @@ async def test_a_launch_seen_twice_starts_one_attempt() -> None:
 
 async def test_a_failing_answer_fails_the_attempt_with_the_step_message() -> None:
     woken = Woken()
-    runner = InlineRunner(woken, enabled=True)
+    runner = Runner(woken, enabled=True)
     async with FakeGitHub() as github:
         runner.launch(OWNER, Launch(step=http_step(f"{github.url}/repos/no/such"), number=1, inputs=INPUTS))
         await woken.until(1)
@@ -108,7 +118,7 @@ class Gate(FakeServer):
 
 async def test_attempts_beyond_the_concurrency_wait_for_a_slot() -> None:
     woken = Woken()
-    runner = InlineRunner(woken, enabled=True, concurrency=1)
+    runner = Runner(woken, enabled=True, concurrency=1)
     async with Gate() as gate:
         for number in (1, 2):
             runner.launch(OWNER, Launch(step=http_step(gate.url), number=number, inputs=INPUTS))
@@ -126,7 +136,7 @@ async def test_attempts_beyond_the_concurrency_wait_for_a_slot() -> None:
 
 async def test_a_stopped_attempt_fails_with_the_reason() -> None:
     woken = Woken()
-    runner = InlineRunner(woken, enabled=True)
+    runner = Runner(woken, enabled=True)
     async with Gate() as gate:
         runner.launch(OWNER, Launch(step=http_step(gate.url), number=1, inputs=INPUTS))
         assert await runner.stop(OWNER, Stop(step="stars", number=1, reason="cancelled"))
@@ -138,7 +148,7 @@ async def test_a_stopped_attempt_fails_with_the_reason() -> None:
 
 
 async def test_settle_says_whether_the_attempts_ended_in_time() -> None:
-    runner = InlineRunner(Woken(), enabled=True)
+    runner = Runner(Woken(), enabled=True)
     async with Gate() as gate:
         runner.launch(OWNER, Launch(step=http_step(gate.url), number=1, inputs=INPUTS))
         assert not await runner.settle(OWNER.uid, [("stars", 1)], within=0.2)  # held by the server
@@ -157,7 +167,7 @@ async def test_an_llm_step_gets_its_key_from_the_secret_and_never_shows_it() -> 
         return {"api-key": KEY.encode()}
 
     woken = Woken()
-    runner = InlineRunner(woken, enabled=True, secrets=SecretCache(fetch))
+    runner = Runner(woken, enabled=True, secrets=SecretCache(fetch))
     async with (
         FakeOpenAI(api_key=KEY, quote_key=True) as good,
         FakeOpenAI(api_key="other", quote_key=True) as bad,
@@ -178,7 +188,7 @@ async def test_an_llm_step_gets_its_key_from_the_secret_and_never_shows_it() -> 
             runner.launch(OWNER, Launch(step=step, number=number, inputs=INPUTS))
             await woken.until(number)
     await runner.close()
-    observed = runner.observe(OWNER.uid, JobSpec(), JobStatus(), {})
+    observed = runner.observe(OWNER.uid, JobSpec.model_construct(), JobStatus(), {})
     first, second = sorted(observed["ask"], key=lambda a: a.number)
     assert first.phase is AttemptPhase.SUCCEEDED
     assert first.result is not None and first.result.output == "Answer: two words"
@@ -211,15 +221,182 @@ async def test_secrets_are_read_again_after_their_time() -> None:
         await cache.value("ns", "s", "missing", field="f")
 
 
+async def test_a_secret_the_namespace_did_not_grant_fails_saying_what_to_grant() -> None:
+    async def fetch(namespace: str, name: str) -> dict[str, bytes]:
+        if name == "broken":
+            raise ApiError(500, "InternalError", f"cannot decode {KEY}")
+        raise SecretForbidden("ServiceAccount kwf-inline")
+
+    cache = SecretCache(fetch)
+    with pytest.raises(StepError) as caught:
+        await cache.value("team-b", "openai", "api-key", field="llm.apiKeySecretRef")
+    assert caught.value.message == (
+        "llm.apiKeySecretRef: the operator may not read Secret 'openai' in namespace team-b "
+        "as ServiceAccount kwf-inline: grant it get on that Secret (see docs/security.md)"
+    )
+    with pytest.raises(StepError) as caught:
+        await cache.value("team-b", "broken", "k", field="env.TOKEN")
+    assert caught.value.message.endswith("the API server answered 500 InternalError")
+    assert KEY not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "key", "problem"),
+    [
+        (
+            "../../kube-system/secrets/x",
+            "k",
+            r"llm\.apiKeySecretRef\.name: '\.\./\.\./kube-system/secrets/x' is not",
+        ),
+        ("Upper", "k", r"llm\.apiKeySecretRef\.name: 'Upper' is not a Secret name"),
+        ("ok", "a/b", r"llm\.apiKeySecretRef\.key: 'a/b' is not a Secret key name"),
+    ],
+)
+async def test_a_malformed_secret_reference_is_never_looked_up(name: str, key: str, problem: str) -> None:
+    fetched: list[str] = []
+
+    async def fetch(namespace: str, secret: str) -> dict[str, bytes]:
+        fetched.append(secret)
+        return {}
+
+    with pytest.raises(StepError, match=problem):
+        await SecretCache(fetch).value("ns", name, key, field="llm.apiKeySecretRef")
+    assert fetched == []
+
+
+async def test_a_script_step_handed_over_as_inline_is_refused_and_never_run(tmp_path: Path) -> None:
+    # As a step's returned steps could carry it: the executor says inline, the type is a script.
+    marker = tmp_path / "ran"
+    script = Step.model_validate(
+        {"name": "x", "script": {"language": "shell", "source": f"touch {marker}"}}
+    ).model_copy(update={"executor": Executor.INLINE})
+    woken = Woken()
+    runner = Runner(woken, enabled=True)
+    assert runner.launch(OWNER, Launch(step=script, number=1, inputs=INPUTS))
+    await woken.until(1)
+    attempt = one(runner, "x")
+    await runner.close()
+    assert attempt.phase is AttemptPhase.FAILED
+    assert attempt.message == (
+        "executor: inline is only for http and llm steps; step 'x' is a script step and was not run "
+        "(set executor: pod, or leave executor out)"
+    )
+    assert not marker.exists()
+    assert runner.running == 0
+
+
+async def test_loopback_is_refused_by_default_and_nothing_is_sent() -> None:
+    woken = Woken()
+    runner = InlineRunner(woken, enabled=True)  # no allowlist: the default policy
+    async with FakeGitHub() as github, FakeOpenAI() as openai:
+        runner.launch(
+            OWNER, Launch(step=http_step(f"{github.url}/repos/nolar/kopf"), number=1, inputs=INPUTS)
+        )
+        base = openai.base_url.replace("127.0.0.1", "localhost")
+        ask = {"name": "ask", "executor": "inline", "llm": {"baseURL": base, "model": "m", "prompt": "hi"}}
+        runner.launch(OWNER, Launch(step=Step.model_validate(ask), number=1, inputs=INPUTS))
+        await woken.until(2)
+        await runner.close()
+        assert github.requests == [] and openai.requests == []
+    stars, answer = one(runner, "stars"), one(runner, "ask")
+    assert stars.phase is AttemptPhase.FAILED and answer.phase is AttemptPhase.FAILED
+    assert stars.message is not None and stars.message.startswith(
+        "http.url: 127.0.0.1 is a loopback address: inline steps may not reach it"
+    )
+    assert answer.message is not None and answer.message.startswith("llm.baseURL: localhost resolves to ")
+    assert "a loopback address" in answer.message
+
+
+async def test_no_cookie_is_kept_between_attempts() -> None:
+    woken = Woken()
+    runner = Runner(woken, enabled=True)
+    other = Owner(name="run", namespace="other", uid="uid-2")
+    cookie = Reply(200, {"ok": True}, headers={"Set-Cookie": "session=tenant-a; Path=/"})
+    async with ScriptedServer({"/login": cookie}) as server:
+        runner.launch(OWNER, Launch(step=http_step(f"{server.url}/login"), number=1, inputs=INPUTS))
+        await woken.until(1)
+        runner.launch(other, Launch(step=http_step(f"{server.url}/login"), number=1, inputs=INPUTS))
+        runner.launch(OWNER, Launch(step=http_step(f"{server.url}/login"), number=2, inputs=INPUTS))
+        await woken.until(3)
+        await runner.close()
+    assert len(server.requests) == 3
+    assert [r.headers.get("cookie") for r in server.requests] == [None, None, None]
+
+
+async def test_circuits_open_per_namespace() -> None:
+    woken = Woken()
+    runner = Runner(woken, enabled=True)
+    other = Owner(name="run", namespace="other", uid="uid-2")
+    async with ScriptedServer({"/down": Reply(503, "down")}) as server:
+        step = http_step(f"{server.url}/down", http={"url": f"{server.url}/down", "retries": 0})
+        for number in range(1, 7):  # the 6th finds the circuit open
+            runner.launch(OWNER, Launch(step=step, number=number, inputs=INPUTS))
+            await woken.until(number)
+        runner.launch(other, Launch(step=step, number=1, inputs=INPUTS))
+        await woken.until(7)
+        await runner.close()
+        assert len(server.requests) == 6  # five of ns, then the other namespace's one
+    mine = sorted(runner.observe(OWNER.uid, NO_SPEC, JobStatus(), {})["stars"], key=lambda a: a.number)
+    assert mine[-1].message is not None and mine[-1].message.startswith("circuit open for 127.0.0.1:")
+    (theirs,) = runner.observe(other.uid, NO_SPEC, JobStatus(), {})["stars"]
+    assert theirs.message is not None and "answered 503" in theirs.message
+
+
+async def test_a_namespace_with_many_attempts_queued_does_not_delay_another() -> None:
+    woken = Woken()
+    runner = Runner(woken, enabled=True, concurrency=1)
+    busy = Owner(name="run", namespace="busy", uid="uid-busy")
+    quiet = Owner(name="run", namespace="quiet", uid="uid-quiet")
+    async with Gate() as gate:
+        for number in range(1, 21):
+            runner.launch(busy, Launch(step=http_step(f"{gate.url}/busy"), number=number, inputs=INPUTS))
+        await asyncio.sleep(0.1)  # all twenty are in: one runs, nineteen wait
+        runner.launch(quiet, Launch(step=http_step(f"{gate.url}/quiet"), number=1, inputs=INPUTS))
+        gate.release.set()
+        await woken.until(21)
+        await runner.close()
+    order = [request.path for request in gate.requests]
+    assert len(order) == 21
+    assert order.index("/quiet") <= 2, order  # first-come-first-served would make it 21st
+
+
+async def test_the_time_limit_counts_the_wait_for_a_slot_and_the_retries() -> None:
+    woken = Woken()
+    runner = Runner(woken, enabled=True, concurrency=1)
+    async with Gate() as gate, ScriptedServer({"/down": Reply(503, "down")}) as down:
+        runner.launch(OWNER, Launch(step=http_step(gate.url), number=1, inputs=INPUTS))
+        runner.launch(OWNER, Launch(step=http_step(gate.url), number=2, inputs=INPUTS, timeout_seconds=0.3))
+        await woken.until(1)
+        (waited,) = [a for a in runner.observe(OWNER.uid, NO_SPEC, JobStatus(), {})["stars"] if a.number == 2]
+        gate.release.set()
+        await woken.until(2)
+        retrying = Step.model_validate(
+            {"name": "retrying", "executor": "inline", "http": {"url": f"{down.url}/down", "retries": 10}}
+        )
+        runner.launch(OWNER, Launch(step=retrying, number=1, inputs=INPUTS, timeout_seconds=0.5))
+        await woken.until(3)
+        await runner.close()
+    assert waited.phase is AttemptPhase.FAILED
+    assert waited.message is not None and waited.message.startswith(
+        "the attempt waited 0.3 s for an inline slot without getting one"
+    )
+    late = one(runner, "retrying")
+    assert late.phase is AttemptPhase.FAILED
+    assert late.message is not None and late.message.startswith(
+        "the step timed out after 0.5 s, 0.0 s of them"
+    )
+    assert 1 < len(down.requests) < 11  # cut short while retrying
+
+
 async def test_without_inline_steps_go_to_pods_and_the_run_is_told_once() -> None:
     runner = InlineRunner(Woken(), enabled=False)
     step = http_step("http://127.0.0.1:1/")
     assert not runner.launch(OWNER, Launch(step=step, number=1, inputs=INPUTS))
     assert not runner.launch(OWNER, Launch(step=step, number=2, inputs=INPUTS))
     pod_step = Step.model_validate({"name": "p", "http": {"url": "http://127.0.0.1:1/"}})
-    enabled = InlineRunner(Woken(), enabled=True)
+    enabled = Runner(Woken(), enabled=True)
     assert not enabled.launch(OWNER, Launch(step=pod_step, number=1, inputs=INPUTS))
-    assert runner.observe(OWNER.uid, JobSpec(), JobStatus(), {}) == {}
+    assert runner.observe(OWNER.uid, JobSpec.model_construct(), JobStatus(), {}) == {}
 
 
 # ------------------------------------------------------------- restarts
@@ -262,7 +439,7 @@ def test_added_inline_steps_are_inline_too() -> None:
 def test_a_lost_inline_attempt_is_launched_again_without_spending_a_retry() -> None:
     spec = spec_of({**INLINE, "retry": {"limit": 0}})
     status = JobStatus(steps=[running("a", 1)])
-    runner = InlineRunner(Woken(), enabled=True, clock=lambda: NOW)
+    runner = Runner(Woken(), enabled=True, clock=lambda: NOW)
     decision = plan(spec, status, runner.observe("uid-1", spec, status, {}), NOW)
     (launch,) = decision.actions
     assert isinstance(launch, Launch) and launch.number == 2

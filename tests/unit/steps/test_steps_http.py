@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import tracemalloc
+
 import pytest
 
 from kwf.api import HttpStep
 from kwf.engine.types import Inputs
 from kwf.steps import StepError, run_step
 from kwf.steps.http import Backoff, CircuitBreakers, run_http, select
+from kwf.steps.transport import MAX_RESPONSE_BYTES
 from tests.fakes import FakeGitHub, Reply, ScriptedServer
+from tests.fakes.huge import HugeBody, MiB
 from tests.unit.steps.conftest import make_step
 
 
@@ -158,6 +162,50 @@ async def test_client_timeout_is_a_transient_failure() -> None:
         spec = http(f"{server.url}/slow", timeoutSeconds=0.2, retries=0)
         with pytest.raises(StepError, match="ReadTimeout"):
             await run_http(spec, breakers=CircuitBreakers())
+
+
+@pytest.mark.parametrize(
+    ("declare", "gzip"),
+    [(False, False), (True, False), (False, True)],
+    ids=["chunked", "declared-length", "gzip-bomb"],
+)
+async def test_a_huge_body_fails_at_the_cap_without_being_read_whole(
+    inputs: Inputs, declare: bool, gzip: bool
+) -> None:
+    # The step pod's way (no client given): the default cap.
+    with HugeBody(300 * MiB, declare=declare, gzip=gzip) as server:
+        step = make_step(http={"url": f"{server.url}/big", "retries": 2})
+        tracemalloc.start()
+        try:
+            with pytest.raises(StepError) as caught:
+                await run_step(step, inputs, 1, breakers=CircuitBreakers())
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        sent, requests = server.sent, server.requests
+    assert caught.value.message.startswith(
+        f"http: GET {server.url}/big: the response body is over the cap of {MAX_RESPONSE_BYTES} bytes"
+    )
+    assert peak < 4 * MAX_RESPONSE_BYTES, f"{peak / MiB:.0f} MiB held for a capped body"
+    assert sent < 100 * MiB  # the reading stopped: the rest was never sent
+    assert requests == 1  # a body over the cap is not a transient failure
+
+
+async def test_the_cap_is_an_argument() -> None:
+    with HugeBody(2 * MiB) as server:
+        with pytest.raises(StepError, match=f"over the cap of {MiB} bytes"):
+            await run_http(http(server.url), breakers=CircuitBreakers(), max_body=MiB)
+        result = await run_http(
+            http(server.url, select="status"), breakers=CircuitBreakers(), max_body=3 * MiB
+        )
+    assert result.output == 200
+
+
+def test_breakers_forget_the_oldest_hosts_beyond_their_bound() -> None:
+    breakers = CircuitBreakers(threshold=1, hosts=2)
+    for host in ("a", "b", "c"):
+        breakers.failed(host)
+    assert [breakers.is_open(h) for h in ("a", "b", "c")] == [False, True, True]
 
 
 @pytest.mark.parametrize("url", ["ftp://example.test/x", "not a url", "/relative"])

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from typing import Any
 
 import pytest
 
+from kwf.api import LlmStep
 from kwf.engine.types import Inputs, Usage
 from kwf.steps import StepError, run_step, secret_refs
 from kwf.steps.llm import run_llm
+from kwf.steps.transport import MAX_RESPONSE_BYTES
 from tests.fakes import FakeOpenAI
+from tests.fakes.huge import HugeBody, MiB
 from tests.unit.steps.conftest import make_step
 
 KEY = "sk-test-4f9c2d0e-never-print-me"
@@ -132,10 +136,28 @@ async def test_unreachable_endpoint(inputs: Inputs) -> None:
 
 
 async def test_prompt_or_messages_required() -> None:
-    step = make_step(llm={"model": "m", "system": "only a system prompt"})
-    assert step.llm is not None
+    # The models refuse such a step; the runner still checks what it is handed.
+    spec = LlmStep.model_construct(model="m", system="only a system prompt", prompt=None, messages=None)
     with pytest.raises(StepError, match="needs a prompt or messages"):
-        await run_llm(step.llm, env={})
+        await run_llm(spec, env={})
+
+
+async def test_a_huge_answer_fails_at_the_cap_without_being_read_whole(inputs: Inputs) -> None:
+    with HugeBody(300 * MiB) as server:
+        step = make_step(llm={"baseURL": f"{server.url}/v1", "model": "m", "prompt": "hi"})
+        tracemalloc.start()
+        try:
+            with pytest.raises(StepError) as caught:
+                await run_step(step, inputs, 1)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        sent = server.sent
+    assert caught.value.message.startswith(
+        f"llm: the model endpoint's answer: the response body is over the cap of {MAX_RESPONSE_BYTES} bytes"
+    )
+    assert peak < 4 * MAX_RESPONSE_BYTES, f"{peak / MiB:.0f} MiB held for a capped answer"
+    assert sent < 100 * MiB
 
 
 def test_secret_refs_of_a_step() -> None:
