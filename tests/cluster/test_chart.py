@@ -1,6 +1,8 @@
 """The Helm chart: lint, rendering under each values file in charts/kwf/ci,
 every rendered object accepted by the real API server (server-side dry run),
-and the RBAC it grants, asked of the API server's own authorizer.
+and the standby's Lease rights, asked of the API server's own authorizer.
+The operator's RBAC per mode is in test_chart_rbac.py; NetworkPolicies and the
+image allowlist in test_chart_policies.py.
 
 helm is built from its Go module by `make tools` (cached in .tools/bin).
 """
@@ -10,56 +12,32 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 
 from kwf.k8s.manifests import LABEL_STEP
+from tests.support.chart import (
+    CHART,
+    REPO,
+    can_i,
+    chart_namespaces,  # noqa: F401  (a fixture)
+    deployment_args,
+    find,
+    ok,
+    render,
+    run,
+)
 from tests.support.tools import tool
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "kwf"
 VALUES_FILES = sorted((CHART / "ci").glob("*-values.yaml"))
-Manifest = dict[str, Any]
 
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
     return tool("helm")
-
-
-def run(*argv: str | Path, body: Any = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in argv],
-        input=json.dumps(body) if body is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"{result.args}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def render(helm: Path, namespace: str, *args: str, release: str = "kwf") -> list[Manifest]:
-    out = ok(run(helm, "template", release, CHART, "--namespace", namespace, *args))
-    return [doc for doc in yaml.safe_load_all(out) if doc]
-
-
-def find(manifests: list[Manifest], kind: str) -> list[Manifest]:
-    return [m for m in manifests if m["kind"] == kind]
-
-
-def deployment_args(manifests: list[Manifest]) -> list[str]:
-    (deployment,) = find(manifests, "Deployment")
-    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    return args
 
 
 # ------------------------------------------------------------------ offline
@@ -142,11 +120,15 @@ def test_service_monitor_only_where_the_prometheus_operator_is(helm: Path) -> No
 
 def test_network_policy_selects_the_pods_the_operator_labels_as_steps(helm: Path) -> None:
     manifests = render(helm, "kwf-system", "-f", str(CHART / "ci" / "networkpolicy-values.yaml"))
-    (policy,) = find(manifests, "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchExpressions"] == [{"key": LABEL_STEP, "operator": "Exists"}]
-    assert policy["spec"]["ingress"] == []
-    cidrs = [rule["to"][0].get("ipBlock", {}).get("cidr") for rule in policy["spec"]["egress"]]
-    assert cidrs == [None, "10.213.0.0/24", "192.0.2.0/24"]
+    policies = find(manifests, "NetworkPolicy")
+    assert {p["metadata"]["namespace"] for p in policies} == {"kwf-chart-a", "kwf-chart-b"}
+    for policy in policies:
+        assert policy["spec"]["podSelector"]["matchExpressions"] == [
+            {"key": LABEL_STEP, "operator": "Exists"}
+        ]
+        assert policy["spec"]["ingress"] == []
+        cidrs = [rule["to"][0].get("ipBlock", {}).get("cidr") for rule in policy["spec"]["egress"]]
+        assert cidrs == [None, "10.213.0.0/24", "192.0.2.0/24"]
 
 
 def test_the_operator_pod_is_locked_down(helm: Path) -> None:
@@ -161,20 +143,6 @@ def test_the_operator_pod_is_locked_down(helm: Path) -> None:
 
 
 # ------------------------------------------------------ on the API server
-
-
-def ensure_namespace(kubectl_path: Path, kubeconfig: Path, name: str) -> None:
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-    ok(run(kubectl_path, f"--kubeconfig={kubeconfig}", "apply", "-f", "-", body=body))
-
-
-@pytest.fixture
-def chart_namespaces(kubectl_path: Path, kubeconfig: Path) -> Iterator[list[str]]:
-    """The namespaces ci/namespaced-values.yaml names."""
-    names = ["kwf-chart-a", "kwf-chart-b"]
-    for name in names:
-        ensure_namespace(kubectl_path, kubeconfig, name)
-    yield names
 
 
 @pytest.mark.usefixtures("cluster", "chart_namespaces")
@@ -204,110 +172,6 @@ def test_every_rendered_object_passes_a_server_side_dry_run(
     accepted = json.loads(out)
     kinds = sorted(item["kind"] for item in accepted.get("items", [accepted]))
     assert kinds == sorted(m["kind"] for m in manifests)
-
-
-def can_i(kubectl_path: Path, kubeconfig: Path, who: str, verb: str, resource: str, namespace: str) -> bool:
-    result = run(
-        kubectl_path,
-        f"--kubeconfig={kubeconfig}",
-        "auth",
-        "can-i",
-        verb,
-        resource,
-        "-n",
-        namespace,
-        f"--as={who}",
-    )
-    assert result.returncode in (0, 1), result.stderr
-    return result.returncode == 0
-
-
-NEEDED = [
-    ("watch", "jobs.workflow.kwf.dev"),
-    ("patch", "jobs.workflow.kwf.dev/status"),
-    ("create", "jobs.workflow.kwf.dev"),
-    ("patch", "workflows.workflow.kwf.dev/status"),
-    ("create", "jobs.batch"),
-    ("delete", "jobs.batch"),
-    ("watch", "pods"),
-    ("get", "pods/log"),
-    ("create", "events"),
-    ("create", "events.events.k8s.io"),
-]
-NOT_GRANTED = [
-    ("get", "secrets"),
-    ("create", "pods"),
-    ("delete", "pods"),
-    ("update", "jobs.workflow.kwf.dev"),
-    ("create", "deployments.apps"),
-    ("create", "rolebindings.rbac.authorization.k8s.io"),
-    ("create", "serviceaccounts/token"),
-    ("create", "pods/exec"),
-]
-
-
-@pytest.fixture
-def installed_rbac(helm: Path, kubectl_path: Path, kubeconfig: Path, namespace: str) -> Iterator[Any]:
-    """Create, for real, the RBAC objects of one rendering; delete them after."""
-    created: list[Manifest] = []
-
-    def install(*args: str) -> str:
-        release = f"rbac-{namespace}"[:40]
-        manifests = render(helm, namespace, *args, release=release)
-        keep = [
-            m
-            for m in manifests
-            if m["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
-        ]
-        body = {"apiVersion": "v1", "kind": "List", "items": keep}
-        ok(run(kubectl_path, f"--kubeconfig={kubeconfig}", "apply", "-f", "-", body=body))
-        created.extend(keep)
-        (account,) = [
-            m for m in keep if m["kind"] == "ServiceAccount" and m["metadata"]["name"].startswith(release)
-        ]
-        return f"system:serviceaccount:{namespace}:{account['metadata']['name']}"
-
-    yield install
-    if created:
-        run(
-            kubectl_path,
-            f"--kubeconfig={kubeconfig}",
-            "delete",
-            "--wait=false",
-            "-f",
-            "-",
-            body={"apiVersion": "v1", "kind": "List", "items": created},
-        )
-
-
-def test_cluster_rbac_grants_what_the_operator_does_and_no_more(
-    installed_rbac: Any, kubectl_path: Path, kubeconfig: Path, namespace: str
-) -> None:
-    who = installed_rbac()
-    for verb, resource in NEEDED:
-        assert can_i(kubectl_path, kubeconfig, who, verb, resource, "default"), f"{verb} {resource}"
-    for verb, resource in NOT_GRANTED:
-        assert not can_i(kubectl_path, kubeconfig, who, verb, resource, "default"), f"{verb} {resource}"
-
-
-def test_inline_steps_add_reading_secrets(installed_rbac: Any, kubectl_path: Path, kubeconfig: Path) -> None:
-    who = installed_rbac("--set", "operator.inline.enabled=true")
-    assert can_i(kubectl_path, kubeconfig, who, "get", "secrets", "default")
-    assert not can_i(kubectl_path, kubeconfig, who, "list", "secrets", "default")
-
-
-@pytest.mark.usefixtures("cluster", "chart_namespaces")
-def test_namespaced_rbac_stops_at_the_watched_namespaces(
-    installed_rbac: Any, kubectl_path: Path, kubeconfig: Path, namespace: str
-) -> None:
-    who = installed_rbac("-f", str(CHART / "ci" / "namespaced-values.yaml"))
-    for verb, resource in NEEDED:
-        assert can_i(kubectl_path, kubeconfig, who, verb, resource, "kwf-chart-a"), f"{verb} {resource}"
-        assert can_i(kubectl_path, kubeconfig, who, verb, resource, "kwf-chart-b"), f"{verb} {resource}"
-        assert not can_i(kubectl_path, kubeconfig, who, verb, resource, "default"), (
-            f"{verb} {resource} in default"
-        )
-    assert not can_i(kubectl_path, kubeconfig, who, "list", "customresourcedefinitions", "default")
 
 
 def test_standby_runs_two_replicas_electing_a_leader_on_a_lease(helm: Path) -> None:
@@ -427,6 +291,7 @@ def test_the_operator_command_accepts_the_rendered_arguments(
         "KWF_RUNNER_PULL_POLICY",
         "KWF_STEP_SERVICE_ACCOUNT",
         "KWF_LEADER_ELECTION",
+        "KWF_INLINE_SERVICE_ACCOUNT",
         "POD_NAMESPACE",
     ):
         monkeypatch.delenv(name, raising=False)
@@ -438,3 +303,9 @@ def test_the_operator_command_accepts_the_rendered_arguments(
         assert context.params["leader_election"] == ("--leader-election" in args)
         assert context.params["runner_pull_policy"] == plain["KWF_RUNNER_PULL_POLICY"]
         assert context.params["step_service_account"] == plain.get("KWF_STEP_SERVICE_ACCOUNT")
+        inline = yaml.safe_load(values.read_text()).get("operator", {}).get("inline", {})
+        if inline.get("enabled"):
+            assert context.params["inline_service_account"] == inline.get("serviceAccountName", "kwf-inline")
+            assert list(context.params["inline_deny_cidr"] or ()) == inline.get("denyCIDRs", [])
+            assert list(context.params["inline_allow_cidr"] or ()) == inline.get("allowCIDRs", [])
+            assert list(context.params["inline_allow_host"] or ()) == inline.get("allowHosts", [])

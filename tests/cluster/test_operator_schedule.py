@@ -9,6 +9,7 @@ clock the test sets.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from kwf.k8s.api import KWF_JOBS, WORKFLOWS, Client
 from kwf.operator.schedules import Schedules
 from kwf.schedule import Scheduler, Tick, run_name
 from kwf.schedule.cron import parse_time
-from kwf.schedule.scheduler import ANNOTATION_SCHEDULED_AT, CONDITION, LABEL_WORKFLOW
+from kwf.schedule.scheduler import ANNOTATION_SCHEDULED_AT, CONDITION, LABEL_WORKFLOW, STALLED
 from tests.support.operator_process import OperatorProcess
 from tests.support.runs import wait_for
 
@@ -187,3 +188,55 @@ async def test_a_finished_run_lets_a_forbidden_one_start(api: Client, namespace:
     assert sorted(r["metadata"]["name"] for r in runs) == sorted(
         [run_name("hourly", t0 + timedelta(minutes=60)), run_name("hourly", t0 + timedelta(minutes=120))]
     )
+
+
+def stalled(workflow: Mapping[str, JSON]) -> dict[str, JSON]:
+    for item in (workflow.get("status") or {}).get("conditions") or ():
+        if item.get("type") == STALLED:
+            return dict(item)
+    return {}
+
+
+async def test_a_cron_that_never_fires_stalls_the_workflow_once(
+    api: Client, namespace: str, operator: OperatorProcess
+) -> None:
+    await create_workflow(api, namespace, "feb30", cron="0 0 30 2 *")
+    marked = await wait_for(
+        lambda: api.get(WORKFLOWS, "feb30", namespace),
+        lambda wf: stalled(wf).get("reason") == "InvalidSchedule",
+        what="the Workflow marked Stalled",
+    )
+    assert stalled(marked)["message"].startswith("spec.schedule.cron: '0 0 30 2 *' never fires")
+    # Longer than the work queue's retry delay (5 s): nothing ticks again,
+    # so nothing is written again and nothing fails in the log.
+    await asyncio.sleep(7)
+    still = await api.get(WORKFLOWS, "feb30", namespace)
+    assert still["metadata"]["resourceVersion"] == marked["metadata"]["resourceVersion"]
+    assert "feb30" not in "\n".join(line for line in operator.log().splitlines() if "failed" in line)
+    assert await runs_of(api, namespace, "feb30") == []
+
+
+class Counting(Scheduler):
+    """The real scheduler, counting every tick begun (a failing one too)."""
+
+    def __init__(self, api: Client) -> None:
+        super().__init__(api)
+        self.begun = 0
+
+    async def tick(self, workflow: Mapping[str, JSON], now: datetime | None = None) -> Tick:
+        self.begun += 1
+        return await super().tick(workflow, now)
+
+
+async def test_a_cron_that_never_fires_is_ticked_once_and_never_requeued(api: Client, namespace: str) -> None:
+    body = await create_workflow(api, namespace, "feb30-ticks", cron="0 0 30 2 *")
+    scheduler = Counting(api)
+    schedules = Schedules(scheduler)
+    try:
+        schedules.workflow_changed(body)
+        await asyncio.sleep(7)
+        await schedules.queue.idle()
+    finally:
+        await schedules.close()
+    assert scheduler.begun == 1
+    assert stalled(await api.get(WORKFLOWS, "feb30-ticks", namespace))["status"] == "True"

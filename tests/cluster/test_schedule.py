@@ -16,7 +16,7 @@ import pytest
 
 from kwf.k8s.api import KWF_JOBS, WORKFLOWS, Client
 from kwf.schedule import Reason, Scheduler, run_name
-from kwf.schedule.scheduler import ANNOTATION_SCHEDULED_AT, CONDITION, LABEL_WORKFLOW
+from kwf.schedule.scheduler import ANNOTATION_SCHEDULED_AT, CONDITION, LABEL_WORKFLOW, STALLED
 
 JSON = Any
 T0 = datetime(2030, 1, 7, 10, 0, tzinfo=UTC)
@@ -206,3 +206,23 @@ async def test_other_conditions_survive_the_status_write(api: Client, namespace:
     await Scheduler(api).tick(await workflow(api, namespace, "kept"), now=at(5))
     types = [c["type"] for c in (await workflow(api, namespace, "kept"))["status"]["conditions"]]
     assert sorted(types) == ["Ready", CONDITION]
+
+
+async def test_a_cron_that_never_fires_is_reported_once(api: Client, namespace: str) -> None:
+    """The 30th of February passes every field's range check; the schedule is
+    marked Stalled naming spec.schedule.cron, with no next time to wait for,
+    and a second pass writes nothing."""
+    await scheduled_workflow(api, namespace, "feb30", cron="0 0 30 2 *")
+    first = await Scheduler(api).tick(await workflow(api, namespace, "feb30"), now=at(30))
+    assert first.created is None and first.delay is None
+    written = await workflow(api, namespace, "feb30")
+    stalled = [c for c in written["status"]["conditions"] if c["type"] == STALLED]
+    assert [(c["status"], c["reason"]) for c in stalled] == [("True", Reason.INVALID.value)]
+    assert stalled[0]["message"].startswith("spec.schedule.cron: '0 0 30 2 *' never fires")
+    assert condition(written)["status"] == "False"
+
+    again = await Scheduler(api).tick(written, now=at(90))
+    assert again.delay is None
+    after = await workflow(api, namespace, "feb30")
+    assert after["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"]
+    assert await run_names(api, namespace) == []

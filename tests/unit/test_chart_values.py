@@ -84,6 +84,16 @@ def test_defaults_fit_the_test_cluster_and_a_least_privilege_install() -> None:
     assert VALUES["operator"]["securityContext"]["readOnlyRootFilesystem"] is True
     assert VALUES["operator"]["podSecurityContext"]["runAsNonRoot"] is True
     assert VALUES["crds"]["install"] is True
+    assert VALUES["operator"]["hostNetwork"] is False
+    assert VALUES["imagePolicy"]["enabled"] is False
+
+
+def test_the_inline_service_account_is_the_one_the_operator_impersonates_by_default() -> None:
+    """The chart grants impersonation of this name; `kwf operator` run by hand
+    must ask for the same one, or its inline steps could read no Secret."""
+    from kwf.operator.step_secrets import DEFAULT_INLINE_SERVICE_ACCOUNT
+
+    assert VALUES["operator"]["inline"]["serviceAccountName"] == DEFAULT_INLINE_SERVICE_ACCOUNT
 
 
 def crd_files(folder: Path) -> dict[str, str]:

@@ -68,3 +68,22 @@ or the release namespace when every namespace is watched.
 {{- define "kwf.leaseName" -}}
 {{- include "kwf.fullname" . -}}
 {{- end -}}
+
+{{/* The operator pod's labels, to select it. */}}
+{{- define "kwf.operatorSelector" -}}
+{{ include "kwf.selectorLabels" . }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/*
+Image prefixes the image allowlist accepts, as a JSON list: the listed ones,
+and the runner's and the operator's repositories (by tag or by digest), which
+kwf itself needs.
+*/}}
+{{- define "kwf.allowedImagePrefixes" -}}
+{{- $own := list -}}
+{{- range list .Values.runner.image.repository .Values.operator.image.repository -}}
+{{- $own = append (append $own (printf "%s:" .)) (printf "%s@" .) -}}
+{{- end -}}
+{{- concat .Values.imagePolicy.allowedPrefixes $own | uniq | toJson -}}
+{{- end -}}

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from kwf.api import JobPhase, Schedule
 
@@ -128,15 +128,29 @@ def latest_due(schedule: Schedule, now: datetime) -> datetime:
     tz = check(schedule)
     # croniter's get_prev is strictly before its start, so start just after now.
     start = now.astimezone(tz) + timedelta(microseconds=1)
-    due: datetime = croniter(schedule.cron.strip(), start).get_prev(datetime)
+    try:
+        due: datetime = croniter(schedule.cron.strip(), start).get_prev(datetime)
+    except CroniterBadDateError as exc:
+        raise _never_fires(schedule) from exc
     return due.astimezone(UTC)
 
 
 def next_due(schedule: Schedule, now: datetime) -> datetime:
     """The first scheduled time strictly after ``now``, in UTC."""
     tz = check(schedule)
-    due: datetime = croniter(schedule.cron.strip(), now.astimezone(tz)).get_next(datetime)
+    try:
+        due: datetime = croniter(schedule.cron.strip(), now.astimezone(tz)).get_next(datetime)
+    except CroniterBadDateError as exc:
+        raise _never_fires(schedule) from exc
     return due.astimezone(UTC)
+
+
+def _never_fires(schedule: Schedule) -> ScheduleError:
+    # Well-formed fields can still name no date at all (the 30th of February):
+    # croniter gives up after searching decades, and no later moment helps.
+    return ScheduleError(
+        f"spec.schedule.cron: {schedule.cron!r} never fires: no date matches its day and month fields"
+    )
 
 
 def run_name(workflow: str, scheduled_at: datetime) -> str:
@@ -162,13 +176,14 @@ def decide(
     """What to do at ``now``. ``runs`` are the runs this Workflow's schedule owns."""
     try:
         check(schedule)
+        if schedule.suspend:
+            return Decision(Reason.SUSPENDED, "spec.schedule.suspend is true: no new runs")
+        upcoming = next_due(schedule, now)
+        due = latest_due(schedule, now)
     except ScheduleError as exc:
+        # No next time either: nothing is requeued, the condition says it once.
         return Decision(Reason.INVALID, str(exc))
-    if schedule.suspend:
-        return Decision(Reason.SUSPENDED, "spec.schedule.suspend is true: no new runs")
-    upcoming = next_due(schedule, now)
     earliest = last_schedule_time or created_at or now
-    due = latest_due(schedule, now)
     if due <= earliest:
         return Decision(Reason.NOT_DUE, f"next run at {_iso(upcoming)}", next_at=upcoming)
     name = run_name(workflow, due)

@@ -22,7 +22,7 @@ from typing import Any
 from kwf.api import GROUP, VERSION, Condition, Schedule, Workflow
 from kwf.k8s.api import KWF_JOBS, WORKFLOWS, AlreadyExists, Client, Conflict, NotFound
 from kwf.k8s.manifests import label_value
-from kwf.schedule.cron import Decision, ScheduledRun, decide, prune
+from kwf.schedule.cron import Decision, Reason, ScheduledRun, decide, prune
 
 JSON = Any
 
@@ -30,6 +30,9 @@ JSON = Any
 LABEL_WORKFLOW = f"{GROUP}/workflow"
 ANNOTATION_SCHEDULED_AT = f"{GROUP}/scheduled-at"
 CONDITION = "Scheduled"
+#: kstatus' condition for "this cannot work as written": set, with the reason
+#: below, while the schedule can never fire, so Flux and Argo CD show it.
+STALLED = "Stalled"
 STATUS_ATTEMPTS = 5
 
 
@@ -200,23 +203,50 @@ def status_patch(
         last is None or decision.scheduled_at > datetime.fromisoformat(last.replace("Z", "+00:00"))
     ):
         patch["lastScheduleTime"] = _iso(decision.scheduled_at)
-    conditions = [c for c in status.get("conditions") or [] if c.get("type") != CONDITION]
-    previous = next((c for c in status.get("conditions") or [] if c.get("type") == CONDITION), None)
-    state = "True" if decision.reason.healthy else "False"
+    old = list(status.get("conditions") or [])
+    reason, message = decision.reason, decision.message
+    stalled = reason is Reason.INVALID
+
+    def replaced(c: Mapping[str, JSON]) -> bool:
+        # Conditions are a map by type: a stalled schedule takes Stalled over;
+        # a working one removes only its own, leaving another writer's.
+        if c.get("type") == STALLED:
+            return stalled or c.get("reason") == Reason.INVALID.value
+        return c.get("type") == CONDITION
+
+    conditions = [c for c in old if not replaced(c)]
+    generation = workflow["metadata"].get("generation")
+    conditions.append(_condition(old, CONDITION, reason.healthy, reason, message, generation, now))
+    if stalled:
+        conditions.append(_condition(old, STALLED, True, reason, message, generation, now))
+    patch["conditions"] = conditions
+    return patch
+
+
+def _condition(
+    old: list[Mapping[str, JSON]],
+    kind: str,
+    true: bool,
+    reason: Reason,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, JSON]:
+    """A condition, keeping its transition time while its status stays the same."""
+    state = "True" if true else "False"
+    previous = next((c for c in old if c.get("type") == kind), None)
     since = now
     if previous is not None and previous.get("status") == state and previous.get("lastTransitionTime"):
         since = datetime.fromisoformat(previous["lastTransitionTime"].replace("Z", "+00:00"))
     condition = Condition(
-        type=CONDITION,
+        type=kind,
         status=state,
-        reason=decision.reason.value,
-        message=decision.message[:1024],
+        reason=reason.value,
+        message=message[:1024],
         last_transition_time=since,
-        observed_generation=workflow["metadata"].get("generation"),
+        observed_generation=generation,
     )
-    conditions.append({**condition.dump(), "lastTransitionTime": _iso(since)})
-    patch["conditions"] = conditions
-    return patch
+    return {**condition.dump(), "lastTransitionTime": _iso(since)}
 
 
 def _iso(moment: datetime) -> str:

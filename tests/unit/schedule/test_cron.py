@@ -221,6 +221,43 @@ def test_errors_name_the_field() -> None:
     assert "spec.schedule.cron" in decision(schedule(cron="* * *"), at(30)).message
 
 
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "0 0 30 2 *",  # the 30th of February
+        "0 0 31 4,6,9,11 *",  # the 31st of 30-day months
+        "15 3 31 2 *",
+    ],
+)
+def test_a_cron_that_can_never_fire_is_invalid_with_no_next_time(cron: str) -> None:
+    """Well-formed fields that name no date: an invalid schedule, said once,
+    with nothing to wait for (no timer, so no retry loop)."""
+    for now in (at(30), datetime(2028, 2, 28, 23, 59, tzinfo=UTC), datetime(2099, 12, 31, tzinfo=UTC)):
+        result = decision(schedule(cron=cron), now)
+        assert result.reason is Reason.INVALID
+        assert result.next_at is None and result.create is None
+        assert result.message.startswith("spec.schedule.cron:") and repr(cron) in result.message
+        assert "never fires" in result.message
+    with pytest.raises(ScheduleError, match=r"spec\.schedule\.cron: .* never fires"):
+        next_due(schedule(cron=cron), at(30))
+
+
+@pytest.mark.parametrize(
+    ("cron", "now", "next_at"),
+    [
+        # Rare is not never: the 29th of February fires in leap years.
+        ("0 0 29 2 *", at(30), datetime(2028, 2, 29, tzinfo=UTC)),
+        # Day of month and weekday both set means either (as CronJobs read
+        # it): every Monday of February, though there is no 30th.
+        ("0 0 30 2 1", at(30), datetime(2027, 2, 1, tzinfo=UTC)),
+    ],
+)
+def test_rare_is_not_never(cron: str, now: datetime, next_at: datetime) -> None:
+    result = decision(schedule(cron=cron), now)
+    assert result.reason is Reason.NOT_DUE, result.message
+    assert result.next_at == next_at
+
+
 # ---------------------------------------------------------------- zones
 
 
