@@ -25,6 +25,8 @@ import pytest
 import yaml
 
 from tests.localcluster.kube import Kube
+from tests.support import chart
+from tests.support.chart import ok
 from tests.support.tools import tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -37,20 +39,9 @@ T = TypeVar("T")
 Manifest = dict[str, Any]
 
 
-def run(*argv: str | Path, body: Any = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(a) for a in argv],
-        input=json.dumps(body) if body is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"{shlex.join(result.args)}\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+def run(*argv: str | Path, body: Any = None) -> subprocess.CompletedProcess[str]:
+    """helm and kubectl get longer here than in the chart tests: installs wait for pods."""
+    return chart.run(*argv, body=body, timeout=600)
 
 
 def wait_for(read: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 240) -> T:

@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from kwf.engine import validation
-from kwf.local.source import Document, SourceError, format_path, read_documents
+from kwf.local.source import Document, SourceError, read_documents
 
 #: Plain scalars that YAML 1.1 (and so Kubernetes) reads as booleans while
 #: YAML 1.2 and most people read them as words. true/false are the same in both.
@@ -77,7 +77,7 @@ def yaml11_traps(path: Path, text: str, count: int) -> Iterator[Problem]:
                 what = "key" if is_key else "value"
                 yield Problem(
                     where,
-                    format_path(loc),
+                    validation.field_path(loc),
                     f"unquoted {what} {scalar.value!r} (line {scalar.start_mark.line + 1}) is the boolean "
                     f"{meaning} in YAML 1.1, which Kubernetes reads: quote it if text was meant, "
                     f"or write {meaning}",

@@ -9,7 +9,7 @@ way the operator would find it in the Job's namespace.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ import pydantic
 import yaml
 
 from kwf.api import Job, JobSpec, Workflow, WorkflowRef
+from kwf.engine.validation import field_path
 
 JSON = Any
 
@@ -129,24 +130,9 @@ def describe_errors(exc: pydantic.ValidationError) -> list[str]:
     """``path.to.field: problem`` for each error, with the wire (camelCase) names."""
     out = []
     for error in exc.errors():
-        loc = format_path(error["loc"])
+        loc = field_path(error["loc"])
         out.append(f"{loc or '(document)'}: {error['msg']}")
     return out
-
-
-def format_path(loc: Sequence[str | int]) -> str:
-    """``spec.steps[0].name`` from pydantic's ``('spec', 'steps', 0, 'name')``."""
-    path = ""
-    for part in loc:
-        if isinstance(part, bool):  # a YAML 1.1 boolean used as a key
-            path += f".{str(part).lower()}" if path else str(part).lower()
-        elif isinstance(part, int):
-            path += f"[{part}]"
-        elif part == "[key]":
-            path += " (key)"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
 
 
 def _find_workflow(ref: WorkflowRef, path: Path, here: Mapping[str, Workflow]) -> Workflow:

@@ -16,8 +16,8 @@ import pydantic
 
 from kwf.api import JobPhase, JobStatus
 from kwf.engine.health import Reason, health_conditions
+from kwf.engine.validation import field_path
 from kwf.k8s.api import ApiError
-from kwf.local.source import format_path
 
 JSON = Any
 
@@ -29,7 +29,7 @@ def describe(error: pydantic.ValidationError, prefix: str = "") -> str:
     """``spec.steps[0].name: String should match pattern ...; ...`` (wire names)."""
     parts = []
     for item in error.errors()[:5]:
-        path = format_path([prefix, *item["loc"]] if prefix else list(item["loc"]))
+        path = field_path([prefix, *item["loc"]] if prefix else list(item["loc"]))
         parts.append(f"{path}: {item['msg']}")
     more = len(error.errors()) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
