@@ -98,9 +98,10 @@ def test_the_operator_pod_policy_admits_its_ports_and_reaches_dns_and_the_api_se
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    (ingress,) = policy["spec"]["ingress"]
+    ingress, webhook = policy["spec"]["ingress"]
     assert sorted(p["port"] for p in ingress["ports"]) == [8080, 9464]
     assert "from" not in ingress
+    assert webhook == {"ports": [{"port": 9443, "protocol": "TCP"}]}  # the API server calls the webhook
     dns, api_server = policy["spec"]["egress"]
     assert dns["to"][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
     assert {p["port"] for p in dns["ports"]} == {53}

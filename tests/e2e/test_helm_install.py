@@ -150,6 +150,9 @@ def values_for(cluster_kind: str, operator_image: str, runner_image: str, tmp_pa
             ],
         }
         values["metrics"] = {"port": 18472}
+        # The local node has no kube-proxy: the API server cannot reach a
+        # Service's address, so the webhook is tested apart (tests/cluster/test_admission.py).
+        values["webhook"] = {"enabled": False}
     path = tmp_path / "values.yaml"
     path.write_text(yaml.safe_dump(values))
     return path

@@ -87,3 +87,12 @@ kwf itself needs.
 {{- end -}}
 {{- concat .Values.imagePolicy.allowedPrefixes $own | uniq | toJson -}}
 {{- end -}}
+
+{{/* The admission webhook's Service, and the Secret of its serving certificate. */}}
+{{- define "kwf.webhookService" -}}
+{{- printf "%s-webhook" (include "kwf.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "kwf.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "kwf.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

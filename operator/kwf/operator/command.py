@@ -107,6 +107,31 @@ def operator(
             help="a host name inline steps may reach whatever it resolves to (repeatable)",
         ),
     ] = None,
+    webhook_port: Annotated[
+        int,
+        typer.Option(
+            "--webhook-port",
+            envvar="KWF_WEBHOOK_PORT",
+            min=0,
+            max=65535,
+            help="serve the admission webhook (HTTPS POST /validate) on this port; 0: off",
+        ),
+    ] = 0,
+    webhook_host: Annotated[
+        str, typer.Option("--webhook-host", envvar="KWF_WEBHOOK_HOST", help="address the webhook listens on")
+    ] = "0.0.0.0",
+    webhook_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--webhook-cert",
+            envvar="KWF_WEBHOOK_CERT",
+            help="PEM serving certificate of the webhook (read again when it changes)",
+        ),
+    ] = None,
+    webhook_key: Annotated[
+        str | None,
+        typer.Option("--webhook-key", envvar="KWF_WEBHOOK_KEY", help="PEM private key of --webhook-cert"),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """Run the kwf operator in the foreground until SIGINT/SIGTERM."""
@@ -116,6 +141,7 @@ def operator(
     # and to log in with it; kwf does neither, and that import alone is 60% of
     # the operator's start-up (a restart or a failover waits for it).
     sys.modules.setdefault("kubernetes_asyncio", None)  # type: ignore[arg-type]
+    from kwf.operator.admission import certificate_from
     from kwf.operator.main import Leadership, LeadershipLost, Options, run
     from kwf.operator.network import NetworkPolicy
     from kwf.operator.step_secrets import check_service_account_name
@@ -127,6 +153,7 @@ def operator(
             inline_deny_cidr or (), inline_allow_cidr or (), inline_allow_host or ()
         )
         check_service_account_name(inline_service_account)
+        certificate = certificate_from(webhook_cert, webhook_key) if webhook_port else None
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     logging.basicConfig(
@@ -153,6 +180,9 @@ def operator(
         inline_concurrency=inline_concurrency,
         inline_network=network,
         inline_service_account=inline_service_account,
+        webhook_port=webhook_port or None,
+        webhook_host=webhook_host,
+        webhook_certificate=certificate,
     )
     try:
         asyncio.run(run(options))

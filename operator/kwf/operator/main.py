@@ -23,6 +23,7 @@ from kwf.engine.types import Limits
 from kwf.k8s.api import Client, Config, load_config
 from kwf.k8s.manifests import PodOptions
 from kwf.operator import metrics
+from kwf.operator.admission import Certificate, Webhook
 from kwf.operator.controller import Controller, Settings
 from kwf.operator.inline import DEFAULT_CONCURRENCY
 from kwf.operator.leader import LeaderElection
@@ -62,6 +63,9 @@ class Options:
     inline_network: NetworkPolicy = dataclasses.field(default_factory=NetworkPolicy)
     inline_service_account: str = DEFAULT_INLINE_SERVICE_ACCOUNT
     limits: Limits = dataclasses.field(default_factory=Limits)
+    webhook_port: int | None = None  # None: no admission webhook
+    webhook_host: str = "0.0.0.0"
+    webhook_certificate: Certificate | None = None
 
 
 def registry_for(
@@ -114,7 +118,7 @@ async def run(options: Options, stop: asyncio.Event | None = None) -> None:
     if options.metrics_port is not None:
         metrics.serve(options.metrics_port)
     stop = stop or asyncio.Event()
-    async with Client(config) as api:
+    async with _admission(options), Client(config) as api:
         leader: LeaderElection | None = None
         if options.leader_election is not None:
             chosen = options.leader_election
@@ -204,6 +208,21 @@ async def _stop_when_lost(leader: LeaderElection | None, controller: Controller,
     # Reconciles stop first, at once: another replica may already be leading.
     await controller.queue.close()
     stop.set()
+
+
+@contextlib.asynccontextmanager
+async def _admission(options: Options) -> AsyncIterator[None]:
+    """The admission webhook, served from before the wait for the Lease: a
+    standby answers it too, and the API server may ask either replica."""
+    if options.webhook_port is None or options.webhook_certificate is None:
+        yield
+        return
+    webhook = Webhook(options.webhook_host, options.webhook_port, options.webhook_certificate)
+    await webhook.start()
+    try:
+        yield
+    finally:
+        await webhook.stop()
 
 
 @contextlib.asynccontextmanager
